@@ -1,0 +1,35 @@
+"""Exceptions routelens raises for bad input: one type per mistake, each message says what to do."""
+
+from __future__ import annotations
+
+
+class RoutelensError(Exception):
+    """Base class of every error routelens raises on purpose."""
+
+
+class UnknownModelError(RoutelensError, LookupError):
+    """A name that is neither a catalog entry, a local path, nor a loadable hub id."""
+
+
+class ModelNotFoundError(RoutelensError, FileNotFoundError):
+    """A local model path (directory or .gguf file) that does not exist."""
+
+
+class UnsupportedArchitectureError(RoutelensError, NotImplementedError):
+    """A model whose architecture routelens cannot decompose exactly."""
+
+
+class EmptyPromptError(RoutelensError, ValueError):
+    """A prompt with no tokens."""
+
+
+class PromptTooLongError(RoutelensError, ValueError):
+    """A prompt longer than the model's context window."""
+
+
+class InvalidArgumentError(RoutelensError, ValueError):
+    """A position, threshold or other argument out of range."""
+
+
+class DownloadError(RoutelensError, RuntimeError):
+    """A catalog model that could not be fetched or failed its hash check."""

@@ -1,0 +1,91 @@
+"""A loaded model ready to trace: the transformers model, its tokenizer and its adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import EmptyPromptError, InvalidArgumentError, PromptTooLongError
+from .adapters import adapter_for
+
+
+@dataclass
+class ModelSource:
+    """Where the weights came from: what a cache key of a trace needs to know."""
+
+    name: str
+    kind: str  # catalog | hub | local | gguf | memory
+    revision: str | None = None
+    path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Model:
+    """Wraps a transformers causal LM for tracing. Build it with `rl.load` or `rl.wrap`."""
+
+    def __init__(self, hf_model: nn.Module, tokenizer: Any, source: ModelSource) -> None:
+        self.hf_model = hf_model.eval()
+        self.tokenizer = tokenizer
+        self.source = source
+        self.adapter = adapter_for(hf_model)  # refuses unknown architectures before anything runs
+        # Attention patterns are read from the model's own computation; only eager returns them.
+        if getattr(hf_model.config, "_attn_implementation", "eager") != "eager":
+            hf_model.set_attn_implementation("eager")
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def __repr__(self) -> str:
+        a = self.adapter
+        return f"<routelens.Model {self.name!r}: {a.family}, {a.n_layers} layers, {a.n_heads} heads, d={a.d_model}>"
+
+    def facts(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source.kind, "revision": self.source.revision, **self.adapter.facts()}
+
+    def graph_facts(self) -> dict[str, Any]:
+        a = self.adapter
+        return {"name": self.name, "n_layers": a.n_layers, "n_heads": a.n_heads, "d_model": a.d_model, "vocab": a.vocab_size}
+
+    # ---- tokens -----------------------------------------------------------------------------
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each token as the text it adds (" Paris", not "ĠParis")."""
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    def tokenize(self, prompt: str | list[int], *, chat: bool = False) -> torch.Tensor:
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise EmptyPromptError("the prompt is empty: give some text to trace")
+            if chat:
+                ids = self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+                )
+                if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+                    ids = ids["input_ids"]
+            else:
+                ids = self.tokenizer(prompt)["input_ids"]
+        else:
+            ids = list(prompt)
+            if not all(isinstance(i, int) and 0 <= i < self.adapter.vocab_size for i in ids):
+                raise InvalidArgumentError(f"token ids must be integers in 0..{self.adapter.vocab_size - 1}")
+        if len(ids) == 0:
+            raise EmptyPromptError("the prompt has no tokens: give some text to trace")
+        limit = self.adapter.context_length
+        if limit is not None and len(ids) > limit:
+            raise PromptTooLongError(
+                f"the prompt has {len(ids)} tokens but {self.name} reads at most {limit}; shorten it"
+            )
+        return torch.tensor(ids, dtype=torch.long)
+
+    # ---- tracing ------------------------------------------------------------------------------
+    def trace(self, prompt: str | list[int], *, norm: int = 1, chat: bool = False):
+        """Run the model once on `prompt` and return a Trace (importances are computed on demand)."""
+        from ..trace.capture import run_with_capture
+        from ..trace.trace import Trace
+
+        ids = self.tokenize(prompt, chat=chat)
+        capture = run_with_capture(self.adapter, ids)
+        return Trace(self, capture, norm=norm)

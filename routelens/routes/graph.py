@@ -1,0 +1,165 @@
+"""Route graphs: top-down pruning from target nodes (routes-math.md section 4) and their JSON form.
+
+Only nodes the route reaches get their importances computed, one batched call per layer and node
+type, so one target costs about (nodes kept per layer) x L x H x T x d.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from ..errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from ..trace.trace import Trace
+
+SCHEMA = "routelens.graph/1"
+
+
+def resid_id(index: int, pos: int) -> str:
+    """`x[index, pos]`: index 0 is the embedding, index l+1 is the output of block l."""
+    return f"x:{index}:{pos}"
+
+
+def attn_id(layer: int, pos: int) -> str:
+    return f"a:{layer}:{pos}"
+
+
+def ffn_id(layer: int, pos: int) -> str:
+    return f"f:{layer}:{pos}"
+
+
+@dataclass
+class RouteGraph:
+    model: dict[str, Any]
+    tokens: list[str]
+    target: dict[str, Any]
+    threshold: float
+    norm: str
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_node(self, node_id: str, layer: int, pos: int, kind: str) -> None:
+        if node_id not in self.nodes:
+            self.nodes[node_id] = {"id": node_id, "layer": layer, "pos": pos, "kind": kind}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "tokens": self.tokens,
+            "target": self.target,
+            "threshold": self.threshold,
+            "norm": self.norm,
+            "nodes": list(self.nodes.values()),
+            "edges": self.edges,
+        }
+
+    def to_json(self, path: str | Path | None = None, **kwargs: Any) -> str:
+        text = json.dumps(self.to_dict(), **kwargs)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def to_networkx(self) -> nx.MultiDiGraph:
+        """A MultiDiGraph: a self edge through attention and the residual edge are two edges."""
+        g = nx.MultiDiGraph(schema=SCHEMA, threshold=self.threshold, tokens=self.tokens)
+        for node in self.nodes.values():
+            g.add_node(node["id"], **{k: v for k, v in node.items() if k != "id"})
+        for edge in self.edges:
+            attrs = {k: v for k, v in edge.items() if k not in ("source", "target")}
+            g.add_edge(edge["source"], edge["target"], key=edge["kind"], **attrs)
+        return g
+
+    def edge_count(self, kind: str | None = None) -> int:
+        return sum(1 for e in self.edges if kind is None or e["kind"] == kind)
+
+
+def _resid_node(graph: RouteGraph, index: int, pos: int) -> str:
+    node_id = resid_id(index, pos)
+    if index == 0:
+        graph.add_node(node_id, -1, pos, "embed")
+    else:
+        graph.add_node(node_id, index - 1, pos, "block")
+    return node_id
+
+
+def build_route(trace: Trace, targets: list[int], threshold: float, *, full: bool = False) -> RouteGraph:
+    """Keep every edge whose importance is above `threshold`, walking down from `x[L, t]`."""
+    if not targets:
+        raise InvalidArgumentError("a route needs at least one target position")
+    n_layers = trace.n_layers
+    model_facts = trace.model.graph_facts()
+    if full:
+        target = {"pos": None, "token": None, "positions": targets}
+    else:
+        top = trace.top_predictions(targets[0], k=1)[0][0] if len(targets) == 1 else None
+        target = {"pos": targets[0], "token": top} if len(targets) == 1 else {"pos": None, "positions": targets}
+    graph = RouteGraph(
+        model=model_facts, tokens=trace.tokens, target=target, threshold=threshold, norm=f"l{trace.norm}"
+    )
+    frontier = set(targets)
+    for t in targets:
+        _resid_node(graph, n_layers, t)
+    for layer in reversed(range(n_layers)):
+        below: set[int] = set()
+        out_positions = sorted(frontier)
+        if not out_positions:
+            break
+        if trace.is_parallel(layer):
+            rows = trace.attention_rows(layer, out_positions)
+            for pos, row in rows.items():
+                _attention_edges(graph, layer, pos, row, resid_id(layer + 1, pos), threshold, below)
+                if row.ffn is not None and row.ffn > threshold:
+                    _ffn_edges(graph, layer, pos, resid_id(layer, pos), row.ffn)
+                    _resid_node(graph, layer, pos)
+                    below.add(pos)
+        else:
+            mids: set[int] = set()
+            for pos, frow in trace.ffn_rows(layer, out_positions).items():
+                out_id = resid_id(layer + 1, pos)
+                if frow.resid > threshold:
+                    graph.add_node(attn_id(layer, pos), layer, pos, "attn")
+                    graph.edges.append({"source": attn_id(layer, pos), "target": out_id, "kind": "resid", "weight": frow.resid})
+                    mids.add(pos)
+                if frow.ffn > threshold:
+                    graph.add_node(attn_id(layer, pos), layer, pos, "attn")
+                    _ffn_edges(graph, layer, pos, attn_id(layer, pos), frow.ffn)
+                    mids.add(pos)
+            for pos, row in trace.attention_rows(layer, sorted(mids)).items():
+                _attention_edges(graph, layer, pos, row, attn_id(layer, pos), threshold, below)
+        frontier = below
+    return graph
+
+
+def _ffn_edges(graph: RouteGraph, layer: int, pos: int, source: str, weight: float) -> None:
+    node = ffn_id(layer, pos)
+    graph.add_node(node, layer, pos, "ffn")
+    graph.edges.append({"source": source, "target": node, "kind": "ffn", "weight": weight})
+    graph.edges.append({"source": node, "target": resid_id(layer + 1, pos), "kind": "ffn", "weight": weight})
+
+
+def _attention_edges(graph, layer: int, pos: int, row, node_id: str, threshold: float, below: set[int]) -> None:
+    """The residual edge and every attention edge (self edge included, separately) above threshold."""
+    if row.resid > threshold:
+        graph.edges.append({"source": _resid_node(graph, layer, pos), "target": node_id, "kind": "resid", "weight": row.resid})
+        below.add(pos)
+    weights = row.edge_weights()
+    for src in (weights > threshold).nonzero().flatten().tolist():
+        per_head = row.heads[:, src]
+        heads = {str(h): float(w) for h, w in enumerate(per_head.tolist()) if w > 0}
+        graph.edges.append(
+            {
+                "source": _resid_node(graph, layer, src),
+                "target": node_id,
+                "kind": "attn",
+                "weight": float(weights[src]),
+                "heads": heads,
+            }
+        )
+        below.add(src)

@@ -1,0 +1,111 @@
+"""Proximity importances of the parts of a node (routes-math.md section 3), in fp32 or better.
+
+For a node `y = sum_k z_k`: `prox_k = max(||y||_p - ||y - z_k||_p, 0)`, `c_k = prox_k / sum prox`.
+For p = 1 the difference is taken coordinate by coordinate, `sum_d |y_d| - |y_d - z_d|`, which keeps
+fp32 rounding at the scale of `z` rather than of `y`. For p = 2 the distances expand into dot
+products (float64 so the cancellation stays harmless), so a whole layer is a few matrix products.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Elements of one chunk of the T x H x T x d L1 computation: bounds memory to ~64 MB.
+CHUNK_ELEMENTS = 1 << 24
+
+
+def prox_dense(y: torch.Tensor, parts: torch.Tensor, p: int) -> torch.Tensor:
+    """Proximity of parts [..., P, d] to nodes y [P, d] (parts broadcast against y)."""
+    if p == 1:
+        return (y.abs() - (y - parts).abs()).sum(-1).clamp_min(0)
+    y64, parts64 = y.double(), parts.double()
+    return (y64.norm(dim=-1) - (y64 - parts64).norm(dim=-1)).clamp_min(0).float()
+
+
+def prox_heads(
+    y: torch.Tensor,
+    pattern: torch.Tensor,
+    head_writes: torch.Tensor,
+    scale: torch.Tensor | None,
+    p: int,
+) -> torch.Tensor:
+    """Proximity of every (head, source) part `A[h,i,j] * s_i * U[h,j]` to its node `y_i`.
+
+    y [P, d], pattern [H, P, J] (rows of A for the P nodes, sources up to J), head_writes [H, J, d],
+    scale [P, d] or None. Returns [P, H, J]. Never builds more than CHUNK_ELEMENTS at once.
+    """
+    n_heads, n_pos, n_src = pattern.shape
+    d = y.shape[-1]
+    if p == 2:
+        return _prox_heads_l2(y, pattern, head_writes, scale)
+    out = torch.empty(n_pos, n_heads, n_src, dtype=torch.float32, device=y.device)
+    per_pos = max(n_heads * n_src * d, 1)
+    step = max(1, CHUNK_ELEMENTS // per_pos)
+    for start in range(0, n_pos, step):
+        stop = min(start + step, n_pos)
+        yc = y[start:stop]  # [c, d]
+        writes = head_writes[None]  # [1, H, J, d]
+        if scale is not None:
+            writes = writes * scale[start:stop, None, None, :]  # [c, H, J, d]
+        parts = pattern[:, start:stop].permute(1, 0, 2)[..., None] * writes  # [c, H, J, d]
+        yb = yc[:, None, None, :]
+        out[start:stop] = (yb.abs() - (yb - parts).abs()).sum(-1)
+    return out.clamp_min_(0)
+
+
+def _prox_heads_l2(y, pattern, head_writes, scale) -> torch.Tensor:
+    y64 = y.double()
+    u64 = head_writes.double()
+    a64 = pattern.double().permute(1, 0, 2)  # [P, H, J]
+    if scale is None:
+        dot = torch.einsum("pd,hjd->phj", y64, u64)
+        sq = (u64 * u64).sum(-1)[None]  # [1, H, J]
+    else:
+        s64 = scale.double()
+        dot = torch.einsum("pd,hjd->phj", y64 * s64, u64)
+        sq = torch.einsum("pd,hjd->phj", s64 * s64, u64 * u64)
+    y_sq = (y64 * y64).sum(-1)[:, None, None]
+    dist_sq = (y_sq - 2 * a64 * dot + a64 * a64 * sq).clamp_min(0)
+    return (y_sq.sqrt() - dist_sq.sqrt()).clamp_min(0).float()
+
+
+@dataclass
+class NodeImportances:
+    """Normalised importances of the parts of a set of nodes at one layer.
+
+    `heads` [P, H, J] for attention parts (J = number of sources kept), `resid` [P], `bias` [P],
+    `ffn` [P] (parallel blocks and FFN-output nodes; zeros otherwise).
+    """
+
+    positions: list[int]
+    resid: torch.Tensor
+    heads: torch.Tensor | None
+    bias: torch.Tensor
+    ffn: torch.Tensor | None
+
+
+def normalise(
+    positions: list[int],
+    resid: torch.Tensor,
+    heads: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    ffn: torch.Tensor | None,
+) -> NodeImportances:
+    total = resid.clone()
+    if heads is not None:
+        total += heads.sum(dim=(1, 2))
+    if bias is not None:
+        total += bias
+    if ffn is not None:
+        total += ffn
+    denom = total.clamp_min(1e-30)
+    zeros = torch.zeros_like(resid)
+    return NodeImportances(
+        positions=positions,
+        resid=resid / denom,
+        heads=heads / denom[:, None, None] if heads is not None else None,
+        bias=bias / denom if bias is not None else zeros,
+        ffn=ffn / denom if ffn is not None else None,
+    )

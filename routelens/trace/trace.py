@@ -1,0 +1,306 @@
+"""A traced prompt: the captured forward pass plus lazily computed, cached node importances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import InvalidArgumentError
+from ..routes import vocab
+from ..routes.nodes import attention_node_importances, ffn_node_importances, neuron_importances
+from .capture import Capture
+from .decompose import attention_parts, check_capture, neuron_parts
+
+if TYPE_CHECKING:
+    from ..models.model import Model
+    from ..routes.graph import RouteGraph
+
+
+@dataclass
+class AttentionRow:
+    """Importances of the parts of one node after attention (routes-math.md section 3)."""
+
+    resid: float
+    heads: torch.Tensor  # [H, i+1]: per head and source position
+    bias: float
+    ffn: float | None  # parallel blocks: the FFN write is a part of the same node
+
+    def edge_weights(self) -> torch.Tensor:
+        """Attention edge weight per source position: the sum over heads."""
+        return self.heads.sum(0)
+
+
+@dataclass
+class FfnRow:
+    resid: float
+    ffn: float
+
+
+@dataclass
+class CheckReport:
+    """How exactly the decomposition rebuilds the model's own numbers."""
+
+    rows: list[dict[str, float]]
+    logit_lens_error: float
+    tolerance: float
+    dtype: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_error(self) -> float:
+        worst = max((max(r["attention"], r["ffn"], r["residual"]) for r in self.rows), default=0.0)
+        return max(worst, self.logit_lens_error)
+
+    @property
+    def ok(self) -> bool:
+        return self.max_error <= self.tolerance
+
+    def __str__(self) -> str:
+        lines = [f"{'layer':>5} {'attention':>10} {'ffn':>10} {'residual':>10}"]
+        for r in self.rows:
+            lines.append(f"{r['layer']:>5} {r['attention']:>10.2e} {r['ffn']:>10.2e} {r['residual']:>10.2e}")
+        lines.append(f"logit lens at the last layer vs model logits: {self.logit_lens_error:.2e}")
+        verdict = "PASS" if self.ok else "FAIL"
+        lines.append(f"{verdict}: max relative error {self.max_error:.2e} (tolerance {self.tolerance:.0e}, {self.dtype})")
+        return "\n".join(lines)
+
+
+# Reconstruction tolerance per compute dtype: fp32 is the contract; half precisions round each write.
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-9, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+
+
+class Trace:
+    """One prompt run through one model, decomposed. Importances are computed on demand and kept."""
+
+    def __init__(self, model: Model, capture: Capture, *, norm: int = 1) -> None:
+        if norm not in (1, 2):
+            raise InvalidArgumentError(f"norm must be 1 (L1, the default) or 2 (L2), not {norm!r}")
+        self.model = model
+        self.adapter = model.adapter
+        self.capture = capture
+        self.norm = norm
+        self.token_ids: list[int] = capture.token_ids.tolist()
+        self.tokens: list[str] = model.token_strings(self.token_ids)
+        self._attn_rows: list[dict[int, AttentionRow]] = [{} for _ in capture.layers]
+        self._ffn_rows: list[dict[int, FfnRow]] = [{} for _ in capture.layers]
+        self._parallel = [spec.parallel for spec in self.adapter.layers()]
+
+    # ---- the residual stream ---------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return len(self.capture.layers)
+
+    @property
+    def n_positions(self) -> int:
+        return len(self.token_ids)
+
+    def is_parallel(self, layer: int) -> bool:
+        return self._parallel[layer]
+
+    def resid(self, index: int) -> torch.Tensor:
+        """`x[index]` for index in 0..n_layers: [T, d] (0 = embeddings)."""
+        if index == 0:
+            return self.capture.layers[0].resid_in
+        return self.capture.layers[index - 1].resid_out
+
+    def mid(self, layer: int) -> torch.Tensor:
+        """`m[layer] = x[layer] + a[layer]`, the node after attention of a sequential block."""
+        cap = self.capture.layers[layer]
+        return cap.resid_in.float() + cap.attn_write.float()
+
+    def position(self, pos: int) -> int:
+        """Normalise a possibly negative position, or raise a clear error."""
+        n = self.n_positions
+        if not isinstance(pos, int) or not -n <= pos < n:
+            raise InvalidArgumentError(f"position {pos!r} is out of range for a prompt of {n} tokens (use 0..{n - 1} or -1)")
+        return pos % n
+
+    def check_layer(self, layer: int) -> int:
+        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise InvalidArgumentError(f"layer {layer!r} is out of range: the model has layers 0..{self.n_layers - 1}")
+        return layer
+
+    # ---- importances -------------------------------------------------------------------------
+    def attention_rows(self, layer: int, positions: list[int]) -> dict[int, AttentionRow]:
+        """Importances of the node after attention at each position (cached)."""
+        cache = self._attn_rows[layer]
+        missing = sorted({p for p in positions if p not in cache})
+        if missing:
+            cap = self.capture.layers[layer]
+            parts = attention_parts(self.adapter, cap, layer)
+            if self.is_parallel(layer):
+                node, ffn = cap.resid_out, cap.ffn_write
+            else:
+                node, ffn = self.mid(layer), None
+            imp = attention_node_importances(parts, missing, cap.resid_in, node, self.norm, ffn)
+            for k, pos in enumerate(missing):
+                cache[pos] = AttentionRow(
+                    resid=float(imp.resid[k]),
+                    heads=imp.heads[k, :, : pos + 1].cpu(),
+                    bias=float(imp.bias[k]),
+                    ffn=float(imp.ffn[k]) if imp.ffn is not None else None,
+                )
+        return {p: cache[p] for p in positions}
+
+    def ffn_rows(self, layer: int, positions: list[int]) -> dict[int, FfnRow]:
+        """Importances of `x[l+1] = m + f` at each position of a sequential block (cached)."""
+        if self.is_parallel(layer):
+            raise InvalidArgumentError("a parallel block has no separate FFN-output node; use attention_rows")
+        cache = self._ffn_rows[layer]
+        missing = sorted({p for p in positions if p not in cache})
+        if missing:
+            cap = self.capture.layers[layer]
+            imp = ffn_node_importances(missing, self.mid(layer), cap.ffn_write, cap.resid_out, self.norm)
+            for k, pos in enumerate(missing):
+                cache[pos] = FfnRow(resid=float(imp.resid[k]), ffn=float(imp.ffn[k]))
+        return {p: cache[p] for p in positions}
+
+    # ---- routes --------------------------------------------------------------------------------
+    def graph(self, target: int | str | list[int] = -1, threshold: float = 0.04) -> RouteGraph:
+        """The route graph from `x[L, target]` pruned at `threshold` (target="all": full mode)."""
+        from ..routes.graph import build_route
+
+        if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
+            raise InvalidArgumentError(f"threshold must be a number between 0 and 1, not {threshold!r}")
+        if target == "all":
+            targets = list(range(self.n_positions))
+        elif isinstance(target, list):
+            targets = sorted({self.position(t) for t in target})
+        else:
+            targets = [self.position(target)]
+        return build_route(self, targets, float(threshold), full=target == "all")
+
+    # ---- vocabulary ---------------------------------------------------------------------------
+    def node_value(self, kind: str, layer: int, pos: int) -> torch.Tensor:
+        """The residual vector of a node: kind embed (layer ignored), attn (m[l]), block (x[l+1])."""
+        pos = self.position(pos)
+        if kind == "embed":
+            return self.resid(0)[pos].float()
+        layer = self.check_layer(layer)
+        if kind == "block":
+            return self.resid(layer + 1)[pos].float()
+        if kind == "attn":
+            if self.is_parallel(layer):
+                raise InvalidArgumentError("a parallel block has no node after attention")
+            return self.mid(layer)[pos]
+        raise InvalidArgumentError(f"node kind must be embed, attn or block, not {kind!r}")
+
+    def previous_node(self, kind: str, layer: int) -> tuple[str, int] | None:
+        """The node just below one in the same position (for rank changes)."""
+        if kind == "embed":
+            return None
+        if kind == "attn":
+            return ("embed", -1) if layer == 0 else ("block", layer - 1)
+        if self.is_parallel(layer):
+            return ("embed", -1) if layer == 0 else ("block", layer - 1)
+        return ("attn", layer)
+
+    def top_predictions(self, pos: int = -1, k: int = 5) -> list[tuple[str, float]]:
+        """The model's own next-token prediction at `pos`: [(token, probability), ...]."""
+        return [(t["token"], t["prob"]) for t in self.top_tokens("block", self.n_layers - 1, pos, k)]
+
+    def top_tokens(self, kind: str, layer: int, pos: int, k: int = 10, *, apply_norm: bool = True) -> list[dict]:
+        """Logit lens of a node: top tokens with probability and rank change vs the node below."""
+        logits = vocab.logit_lens(self.adapter, self.node_value(kind, layer, pos), apply_norm=apply_norm)
+        probs = logits.softmax(-1)
+        ids, _ = vocab.top_k(probs, k)
+        prev = self.previous_node(kind, layer if kind != "embed" else 0)
+        prev_ranks: list[int | None] = [None] * len(ids)
+        if prev is not None:
+            prev_logits = vocab.logit_lens(self.adapter, self.node_value(prev[0], prev[1], pos), apply_norm=apply_norm)
+            prev_ranks = list(vocab.ranks_of(prev_logits, ids))
+        names = self.model.token_strings(ids)
+        return [
+            {
+                "token": name,
+                "id": tid,
+                "prob": float(probs[tid]),
+                "rank": rank,
+                "rank_change": (prev_rank - rank) if prev_rank is not None else None,
+            }
+            for rank, (tid, name, prev_rank) in enumerate(zip(ids, names, prev_ranks))
+        ]
+
+    def _effect_tokens(self, node: torch.Tensor, write: torch.Tensor, k: int) -> dict[str, list[dict]]:
+        effect = vocab.direct_effect(self.adapter, node, write)
+        top_vals, top_ids = effect.topk(k)
+        low_vals, low_ids = (-effect).topk(k)
+        return {
+            "promoted": [
+                {"token": t, "id": i, "effect": float(v)}
+                for t, i, v in zip(self.model.token_strings(top_ids.tolist()), top_ids.tolist(), top_vals)
+            ],
+            "suppressed": [
+                {"token": t, "id": i, "effect": float(-v)}
+                for t, i, v in zip(self.model.token_strings(low_ids.tolist()), low_ids.tolist(), low_vals)
+            ],
+        }
+
+    def block_write_tokens(self, layer: int, pos: int, part: str = "block", k: int = 10) -> dict[str, list[dict]]:
+        """Promoted / suppressed tokens of a write: part = attn, ffn or block (attention + FFN)."""
+        layer, pos = self.check_layer(layer), self.position(pos)
+        cap = self.capture.layers[layer]
+        writes = {"attn": cap.attn_write, "ffn": cap.ffn_write}
+        if part == "block":
+            write = cap.attn_write[pos].float() + cap.ffn_write[pos].float()
+            node = self.resid(layer + 1)[pos]
+        elif part in writes:
+            write = writes[part][pos].float()
+            node = self.resid(layer + 1)[pos] if part == "ffn" or self.is_parallel(layer) else self.mid(layer)[pos]
+        else:
+            raise InvalidArgumentError(f"part must be attn, ffn or block, not {part!r}")
+        return self._effect_tokens(node.float(), write, k)
+
+    def head_write(self, layer: int, pos: int, head: int) -> torch.Tensor:
+        """One head's whole write into `pos` (all sources, post-norm scale applied, bias excluded)."""
+        layer, pos = self.check_layer(layer), self.position(pos)
+        if not isinstance(head, int) or not 0 <= head < self.adapter.n_heads:
+            raise InvalidArgumentError(f"head {head!r} is out of range: the model has heads 0..{self.adapter.n_heads - 1}")
+        parts = attention_parts(self.adapter, self.capture.layers[layer], layer)
+        return parts.head_write_at(pos)[head]
+
+    def head_write_tokens(self, layer: int, pos: int, head: int, k: int = 10) -> dict[str, list[dict]]:
+        write = self.head_write(layer, pos, head)
+        node = self.resid(layer + 1)[pos] if self.is_parallel(layer) else self.mid(layer)[pos]
+        return self._effect_tokens(node.float(), write, k)
+
+    def neurons(self, layer: int, pos: int, k: int = 20) -> list[dict]:
+        """Top FFN neurons at a position by importance, with their signed activations."""
+        layer, pos = self.check_layer(layer), self.position(pos)
+        cap = self.capture.layers[layer]
+        parts = neuron_parts(self.adapter, cap, layer, pos)
+        node = self.resid(layer + 1)[pos].float()
+        writes = parts.parts()
+        rest = node - cap.ffn_write[pos].float()
+        bias = None
+        if parts.bias is not None:
+            bias = parts.bias * parts.scale if parts.scale is not None else parts.bias
+        c, _, _ = neuron_importances(node, rest, writes, bias, self.norm)
+        order = c.argsort(descending=True)[:k].tolist()
+        return [
+            {"neuron": parts.labels[n], "index": n, "importance": float(c[n]), "activation": float(parts.coef[n])}
+            for n in order
+        ]
+
+    def neuron_write_tokens(self, layer: int, pos: int, neuron: int, k: int = 10) -> dict[str, list[dict]]:
+        """Promoted / suppressed tokens of one neuron's signed write `act_k * W_out[:, k]`."""
+        layer, pos = self.check_layer(layer), self.position(pos)
+        parts = neuron_parts(self.adapter, self.capture.layers[layer], layer, pos)
+        if not isinstance(neuron, int) or not 0 <= neuron < parts.coef.shape[0]:
+            raise InvalidArgumentError(f"neuron {neuron!r} is out of range: 0..{parts.coef.shape[0] - 1}")
+        write = parts.columns[:, neuron] * parts.coef[neuron]
+        if parts.scale is not None:
+            write = write * parts.scale
+        return self._effect_tokens(self.resid(layer + 1)[pos].float(), write, k)
+
+    # ---- exactness --------------------------------------------------------------------------------
+    def check(self) -> CheckReport:
+        """Rebuild every write and residual from its parts and compare with the model's own numbers."""
+        rows = check_capture(self.adapter, self.capture)
+        lens = vocab.logit_lens(self.adapter, self.resid(self.n_layers)[-1])
+        own = self.capture.last_logits.float().to(lens.device)
+        lens_err = float((lens - own).abs().max() / own.abs().max().clamp_min(1e-30))
+        dtype = next(self.adapter.model.parameters()).dtype
+        return CheckReport(rows=rows, logit_lens_error=lens_err, tolerance=TOLERANCE.get(dtype, 1e-5), dtype=str(dtype))
