@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..trace.trace import Trace
 
 SCHEMA = "routelens.graph/1"
+SCHEMA_FILE = Path(__file__).with_name("graph.schema.json")  # JSON Schema of the format
 
 
 def resid_id(index: int, pos: int) -> str:
@@ -123,6 +124,8 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
             mids: set[int] = set()
             for pos, frow in trace.ffn_rows(layer, out_positions).items():
                 out_id = resid_id(layer + 1, pos)
+                if frow.degenerate:
+                    graph.nodes[out_id]["degenerate"] = True
                 if frow.resid > threshold:
                     graph.add_node(attn_id(layer, pos), layer, pos, "attn")
                     graph.edges.append({"source": attn_id(layer, pos), "target": out_id, "kind": "resid", "weight": frow.resid})
@@ -146,6 +149,8 @@ def _ffn_edges(graph: RouteGraph, layer: int, pos: int, source: str, weight: flo
 
 def _attention_edges(graph, layer: int, pos: int, row, node_id: str, threshold: float, below: set[int]) -> None:
     """The residual edge and every attention edge (self edge included, separately) above threshold."""
+    if row.degenerate:
+        graph.nodes[node_id]["degenerate"] = True
     if row.resid > threshold:
         graph.edges.append({"source": _resid_node(graph, layer, pos), "target": node_id, "kind": "resid", "weight": row.resid})
         below.add(pos)

@@ -9,6 +9,7 @@ products (float64 so the cancellation stays harmless), so a whole layer is a few
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -71,12 +72,30 @@ def _prox_heads_l2(y, pattern, head_writes, scale) -> torch.Tensor:
     return (y_sq.sqrt() - dist_sq.sqrt()).clamp_min(0).float()
 
 
+def part_norms_heads(pattern: torch.Tensor, head_writes: torch.Tensor, scale: torch.Tensor | None, p: int) -> torch.Tensor:
+    """`||A[h,i,j] * s_i * U[h,j]||_p` for every (node, head, source): [P, H, J], by matrix products."""
+    a = pattern.permute(1, 0, 2).float()  # [P, H, J]
+    if p == 1:
+        mag = head_writes.abs()
+        norms = mag.sum(-1)[None] if scale is None else torch.einsum("pd,hjd->phj", scale.abs(), mag)
+    else:
+        sq = head_writes.double() ** 2
+        norms = (sq.sum(-1)[None] if scale is None else torch.einsum("pd,hjd->phj", scale.double() ** 2, sq)).sqrt().float()
+    return a * norms
+
+
+def part_norms(parts: torch.Tensor, p: int) -> torch.Tensor:
+    return parts.float().norm(p=p, dim=-1)
+
+
 @dataclass
 class NodeImportances:
     """Normalised importances of the parts of a set of nodes at one layer.
 
     `heads` [P, H, J] for attention parts (J = number of sources kept), `resid` [P], `bias` [P],
-    `ffn` [P] (parallel blocks and FFN-output nodes; zeros otherwise).
+    `ffn` [P] (parallel blocks and FFN-output nodes). `degenerate` [P] marks nodes whose parts
+    cancel so that no part is closer to the node than zero is (every proximity is 0); their
+    importances fall back to the parts' norms (`c_k = ||z_k|| / sum ||z||`).
     """
 
     positions: list[int]
@@ -84,28 +103,42 @@ class NodeImportances:
     heads: torch.Tensor | None
     bias: torch.Tensor
     ffn: torch.Tensor | None
+    degenerate: torch.Tensor
 
 
-def normalise(
-    positions: list[int],
-    resid: torch.Tensor,
-    heads: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    ffn: torch.Tensor | None,
-) -> NodeImportances:
-    total = resid.clone()
-    if heads is not None:
-        total += heads.sum(dim=(1, 2))
-    if bias is not None:
-        total += bias
-    if ffn is not None:
-        total += ffn
+Parts = dict[str, torch.Tensor | None]
+
+
+def total_of(parts: Parts) -> torch.Tensor:
+    total = parts["resid"].clone()
+    if parts.get("heads") is not None:
+        total += parts["heads"].sum(dim=(1, 2))
+    for key in ("bias", "ffn"):
+        if parts.get(key) is not None:
+            total += parts[key]
+    return total
+
+
+def normalise(positions: list[int], prox: Parts, norms: Callable[[torch.Tensor], Parts]) -> NodeImportances:
+    """`c_k = prox_k / sum prox`; rows whose proximities are all zero use `norms(rows)` instead."""
+    total = total_of(prox)
+    degenerate = total <= 0
+    if bool(degenerate.any()):
+        rows = degenerate.nonzero().flatten()
+        fallback = norms(rows)
+        for key, value in fallback.items():
+            if value is not None:
+                prox[key] = prox[key].clone()
+                prox[key][rows] = value
+        total = total_of(prox)
     denom = total.clamp_min(1e-30)
-    zeros = torch.zeros_like(resid)
+    zeros = torch.zeros_like(prox["resid"])
+    heads, bias, ffn = prox.get("heads"), prox.get("bias"), prox.get("ffn")
     return NodeImportances(
         positions=positions,
-        resid=resid / denom,
+        resid=prox["resid"] / denom,
         heads=heads / denom[:, None, None] if heads is not None else None,
         bias=bias / denom if bias is not None else zeros,
         ffn=ffn / denom if ffn is not None else None,
+        degenerate=degenerate,
     )

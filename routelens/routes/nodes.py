@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..trace.decompose import AttentionParts
-from .importance import NodeImportances, normalise, prox_dense, prox_heads
+from .importance import NodeImportances, normalise, part_norms, part_norms_heads, prox_dense, prox_heads
 
 
 def attention_node_importances(
@@ -28,16 +28,30 @@ def attention_node_importances(
     y = node.float()[idx]
     n_src = max(positions) + 1  # causal: no node reads a later source
     scale = parts.scale[idx] if parts.scale is not None else None
-    heads = prox_heads(y, parts.pattern[:, idx, :n_src], parts.head_writes[:, :n_src], scale, p)
-    resid = prox_dense(y, resid_in.float()[idx], p)
-    bias = None
+    pattern, writes = parts.pattern[:, idx, :n_src], parts.head_writes[:, :n_src]
+    resid_parts = resid_in.float()[idx]
+    bias_write = None
     if parts.bias is not None:
         bias_write = parts.bias[None].expand_as(y)
         if scale is not None:
             bias_write = bias_write * scale
-        bias = prox_dense(y, bias_write, p)
-    ffn = prox_dense(y, ffn_write.float()[idx], p) if ffn_write is not None else None
-    return normalise(positions, resid, heads, bias, ffn)
+    ffn_parts = ffn_write.float()[idx] if ffn_write is not None else None
+    prox = {
+        "resid": prox_dense(y, resid_parts, p),
+        "heads": prox_heads(y, pattern, writes, scale, p),
+        "bias": prox_dense(y, bias_write, p) if bias_write is not None else None,
+        "ffn": prox_dense(y, ffn_parts, p) if ffn_parts is not None else None,
+    }
+
+    def norms(rows: torch.Tensor) -> dict:
+        return {
+            "resid": part_norms(resid_parts[rows], p),
+            "heads": part_norms_heads(pattern[:, rows], writes, scale[rows] if scale is not None else None, p),
+            "bias": part_norms(bias_write[rows], p) if bias_write is not None else None,
+            "ffn": part_norms(ffn_parts[rows], p) if ffn_parts is not None else None,
+        }
+
+    return normalise(positions, prox, norms)
 
 
 def ffn_node_importances(
@@ -46,16 +60,22 @@ def ffn_node_importances(
     """Importances of `x[l+1,i] = m[l,i] + f[l,i]` for a sequential block."""
     idx = torch.tensor(positions, device=node.device)
     y = node.float()[idx]
-    resid = prox_dense(y, mid.float()[idx], p)
-    ffn = prox_dense(y, ffn_write.float()[idx], p)
-    return normalise(positions, resid, None, None, ffn)
+    mids, ffns = mid.float()[idx], ffn_write.float()[idx]
+    prox = {"resid": prox_dense(y, mids, p), "ffn": prox_dense(y, ffns, p)}
+    return normalise(positions, prox, lambda rows: {"resid": part_norms(mids[rows], p), "ffn": part_norms(ffns[rows], p)})
 
 
 def neuron_importances(node: torch.Tensor, resid: torch.Tensor, neuron_writes: torch.Tensor, bias_write, p: int):
-    """Per-neuron importances for one node `y = resid + sum_k neuron_k (+ bias)`: returns c [N], c_resid, c_bias."""
+    """Per-neuron importances for one node `y = rest + sum_k neuron_k (+ bias)`: c [N], c_rest, c_bias.
+
+    `rest` is everything in the node that is not the FFN write. Falls back to norms like
+    `normalise` when every proximity is zero.
+    """
     y = node.float()[None]
-    prox_n = prox_dense(y, neuron_writes, p)
-    prox_r = prox_dense(y, resid.float()[None], p)[0]
-    prox_b = prox_dense(y, bias_write[None], p)[0] if bias_write is not None else torch.zeros(())
-    total = (prox_n.sum() + prox_r + prox_b).clamp_min(1e-30)
-    return prox_n / total, prox_r / total, prox_b / total
+    parts = [neuron_writes.float(), resid.float()[None]] + ([bias_write.float()[None]] if bias_write is not None else [])
+    prox = [prox_dense(y, z, p) for z in parts]
+    if float(sum(x.sum() for x in prox)) <= 0:
+        prox = [part_norms(z, p) for z in parts]
+    total = sum(x.sum() for x in prox).clamp_min(1e-30)
+    c_bias = prox[2][0] / total if bias_write is not None else torch.zeros(())
+    return prox[0] / total, prox[1][0] / total, c_bias

@@ -26,6 +26,7 @@ class AttentionRow:
     heads: torch.Tensor  # [H, i+1]: per head and source position
     bias: float
     ffn: float | None  # parallel blocks: the FFN write is a part of the same node
+    degenerate: bool = False  # every proximity was 0; importances fell back to part norms
 
     def edge_weights(self) -> torch.Tensor:
         """Attention edge weight per source position: the sum over heads."""
@@ -36,6 +37,7 @@ class AttentionRow:
 class FfnRow:
     resid: float
     ffn: float
+    degenerate: bool = False
 
 
 @dataclass
@@ -126,7 +128,8 @@ class Trace:
     def attention_rows(self, layer: int, positions: list[int]) -> dict[int, AttentionRow]:
         """Importances of the node after attention at each position (cached)."""
         cache = self._attn_rows[layer]
-        missing = sorted({p for p in positions if p not in cache})
+        index = [self.position(p) for p in positions]  # -1 is the last position, not "no sources"
+        missing = sorted({p for p in index if p not in cache})
         if missing:
             cap = self.capture.layers[layer]
             parts = attention_parts(self.adapter, cap, layer)
@@ -141,21 +144,23 @@ class Trace:
                     heads=imp.heads[k, :, : pos + 1].cpu(),
                     bias=float(imp.bias[k]),
                     ffn=float(imp.ffn[k]) if imp.ffn is not None else None,
+                    degenerate=bool(imp.degenerate[k]),
                 )
-        return {p: cache[p] for p in positions}
+        return {p: cache[q] for p, q in zip(positions, index)}
 
     def ffn_rows(self, layer: int, positions: list[int]) -> dict[int, FfnRow]:
         """Importances of `x[l+1] = m + f` at each position of a sequential block (cached)."""
         if self.is_parallel(layer):
             raise InvalidArgumentError("a parallel block has no separate FFN-output node; use attention_rows")
         cache = self._ffn_rows[layer]
-        missing = sorted({p for p in positions if p not in cache})
+        index = [self.position(p) for p in positions]
+        missing = sorted({p for p in index if p not in cache})
         if missing:
             cap = self.capture.layers[layer]
             imp = ffn_node_importances(missing, self.mid(layer), cap.ffn_write, cap.resid_out, self.norm)
             for k, pos in enumerate(missing):
-                cache[pos] = FfnRow(resid=float(imp.resid[k]), ffn=float(imp.ffn[k]))
-        return {p: cache[p] for p in positions}
+                cache[pos] = FfnRow(resid=float(imp.resid[k]), ffn=float(imp.ffn[k]), degenerate=bool(imp.degenerate[k]))
+        return {p: cache[q] for p, q in zip(positions, index)}
 
     # ---- routes --------------------------------------------------------------------------------
     def graph(self, target: int | str | list[int] = -1, threshold: float = 0.04) -> RouteGraph:
@@ -294,6 +299,18 @@ class Trace:
         if parts.scale is not None:
             write = write * parts.scale
         return self._effect_tokens(self.resid(layer + 1)[pos].float(), write, k)
+
+    def importance_sums_error(self) -> float:
+        """Largest |sum of a node's importances (bias share included) - 1| over the full route."""
+        self.graph(target=-1, threshold=0.0)
+        worst = 0.0
+        for layer in range(self.n_layers):
+            for row in self._attn_rows[layer].values():
+                total = row.resid + float(row.heads.sum()) + row.bias + (row.ffn or 0.0)
+                worst = max(worst, abs(total - 1.0))
+            for frow in self._ffn_rows[layer].values():
+                worst = max(worst, abs(frow.resid + frow.ffn - 1.0))
+        return worst
 
     # ---- exactness --------------------------------------------------------------------------------
     def check(self) -> CheckReport:

@@ -1,0 +1,172 @@
+"""The command line: `routelens trace | check | models`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import EmptyPromptError, InvalidArgumentError, RoutelensError
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+CHECK_PROMPTS = (
+    "The capital of France is",
+    "When Mary and John went to the store, John gave a drink to",
+)
+
+
+@contextmanager
+def step(message: str) -> Iterator[None]:
+    """Show a spinner on stderr while a long step runs, then how long it took."""
+    if not err_console.is_terminal:  # keep stderr to errors only when it is piped or captured
+        yield
+        return
+    start = time.perf_counter()
+    with err_console.status(message):
+        yield
+    err_console.print(f"[dim]{message} done in {time.perf_counter() - start:.1f}s[/dim]", highlight=False)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="catalog name (see `routelens models`), Hugging Face hub id, model folder or .gguf file")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: the best available)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="compute dtype (importances are always fp32)")
+    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    p.add_argument("--device-map", default=None, help="passed to transformers, e.g. auto to spread a big model over GPUs")
+
+
+def _load(args: argparse.Namespace):
+    from .models.loading import load
+
+    with step(f"loading {args.model}"):
+        return load(args.model, device=args.device, dtype=args.dtype, revision=args.revision, device_map=args.device_map)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="routelens", description="Information-flow routes of language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("trace", help="trace a prompt, print the top predictions and write the route graph")
+    _add_model_options(p)
+    p.add_argument("prompt", help="the text to trace")
+    p.add_argument("--target", default="-1", help="position whose route to build (default -1, the last); 'all' for full mode")
+    p.add_argument("--threshold", type=float, default=0.04, help="keep edges whose importance is above this (default 0.04)")
+    p.add_argument("--norm", choices=["l1", "l2"], default="l1", help="proximity norm (default l1, the paper's)")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.add_argument("--top", type=int, default=5, help="how many predictions to print")
+    p.add_argument("--out", type=Path, default=None, help="write the route graph here (.json)")
+
+    p = sub.add_parser("check", help="run the exactness checks on a model; exit non-zero if any fails")
+    _add_model_options(p)
+    p.add_argument("--prompt", action="append", default=None, help="prompt(s) to check (default: two built-in ones)")
+
+    sub.add_parser("models", help="list the embedded catalog and what is cached locally")
+    return parser
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    if not args.prompt.strip():
+        raise EmptyPromptError("the prompt is empty: give some text to trace")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise InvalidArgumentError(f"--threshold must be between 0 and 1, not {args.threshold}")
+    model = _load(args)
+    with step(f"tracing {len(args.prompt)} characters"):
+        trace = model.trace(args.prompt, norm=1 if args.norm == "l1" else 2, chat=args.chat)
+    target: int | str = args.target if args.target == "all" else _int_arg(args.target, "--target")
+    pos = trace.n_positions - 1 if target == "all" else trace.position(target)
+    table = Table(title=f"top predictions after {trace.tokens[pos]!r} (position {pos})")
+    table.add_column("rank", justify="right")
+    table.add_column("token")
+    table.add_column("probability", justify="right")
+    for rank, (token, prob) in enumerate(trace.top_predictions(pos, k=args.top), start=1):
+        table.add_row(str(rank), repr(token), f"{prob:.4f}")
+    out_console.print(table)
+    with step("building the route graph"):
+        graph = trace.graph(target=target, threshold=args.threshold)
+    out_console.print(
+        f"route from position {target if target == 'all' else pos} at threshold {args.threshold}: "
+        f"{len(graph.nodes)} nodes, {graph.edge_count()} edges "
+        f"({graph.edge_count('attn')} attention, {graph.edge_count('resid')} residual, {graph.edge_count('ffn')} FFN)"
+    )
+    if args.out is not None:
+        if args.out.suffix.lower() != ".json":
+            raise RoutelensError(f"cannot write {args.out.name}: only .json graphs are supported so far")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(graph.to_dict()))
+        out_console.print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    model = _load(args)
+    failed = False
+    for prompt in args.prompt or CHECK_PROMPTS:
+        with step(f"checking {prompt!r}"):
+            trace = model.trace(prompt)
+            report = trace.check()
+            sums = trace.importance_sums_error()
+        out_console.print(f"[bold]{prompt!r}[/bold] ({trace.n_positions} tokens)")
+        out_console.print(str(report), highlight=False)
+        out_console.print(f"importances: max |sum - 1| over the route's nodes {sums:.2e}")
+        failed |= not report.ok or sums > 1e-5
+    out_console.print("[bold red]FAIL[/bold red]" if failed else "[bold green]all checks passed[/bold green]")
+    return 1 if failed else 0
+
+
+def cmd_models(_args: argparse.Namespace) -> int:
+    from .models import catalog
+
+    table = Table(title=f"embedded catalog (cache: {catalog.cache_root()})")
+    for col in ("name", "cached", "description"):
+        table.add_column(col)
+    for entry in catalog.CATALOG.values():
+        name = entry.name + (" (default)" if entry.default else "")
+        table.add_row(name, "yes" if catalog.is_cached(entry.name) else "no", entry.description)
+    out_console.print(table)
+    out_console.print("Any transformers causal LM also works: a hub id, a local folder or a .gguf file.")
+    return 0
+
+
+def _int_arg(value: str, flag: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise RoutelensError(f"{flag} must be an integer position (or 'all'), not {value!r}") from None
+
+
+COMMANDS = {"trace": cmd_trace, "check": cmd_check, "models": cmd_models}
+
+
+def _quiet_libraries() -> None:
+    """Progress bars and warnings of transformers only when a person watches the terminal."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    if not err_console.is_terminal:
+        hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return COMMANDS[args.command](args)
+    except RoutelensError as err:
+        print(f"routelens: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("routelens: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
