@@ -56,7 +56,7 @@ def test_bad_threshold():
 
 
 @pytest.mark.slow
-def test_prompt_longer_than_context():
+def test_prompt_longer_than_context(smollm2):  # the fixture converts the model first: no progress lines
     assert_one_line_error(run("trace", "smollm2-135m-instruct", "Paris " * 9000), "reads at most 8192")
 
 

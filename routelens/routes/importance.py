@@ -13,8 +13,7 @@ from typing import Callable
 
 import torch
 
-# Elements of one chunk of the T x H x T x d L1 computation: bounds memory to ~64 MB.
-CHUNK_ELEMENTS = 1 << 24
+from . import kernels
 
 
 def prox_dense(y: torch.Tensor, parts: torch.Tensor, p: int) -> torch.Tensor:
@@ -35,25 +34,11 @@ def prox_heads(
     """Proximity of every (head, source) part `A[h,i,j] * s_i * U[h,j]` to its node `y_i`.
 
     y [P, d], pattern [H, P, J] (rows of A for the P nodes, sources up to J), head_writes [H, J, d],
-    scale [P, d] or None. Returns [P, H, J]. Never builds more than CHUNK_ELEMENTS at once.
+    scale [P, d] or None. Returns [P, H, J].
     """
-    n_heads, n_pos, n_src = pattern.shape
-    d = y.shape[-1]
     if p == 2:
         return _prox_heads_l2(y, pattern, head_writes, scale)
-    out = torch.empty(n_pos, n_heads, n_src, dtype=torch.float32, device=y.device)
-    per_pos = max(n_heads * n_src * d, 1)
-    step = max(1, CHUNK_ELEMENTS // per_pos)
-    for start in range(0, n_pos, step):
-        stop = min(start + step, n_pos)
-        yc = y[start:stop]  # [c, d]
-        writes = head_writes[None]  # [1, H, J, d]
-        if scale is not None:
-            writes = writes * scale[start:stop, None, None, :]  # [c, H, J, d]
-        parts = pattern[:, start:stop].permute(1, 0, 2)[..., None] * writes  # [c, H, J, d]
-        yb = yc[:, None, None, :]
-        out[start:stop] = (yb.abs() - (yb - parts).abs()).sum(-1)
-    return out.clamp_min_(0)
+    return kernels.l1_prox_heads(y, pattern.permute(1, 0, 2), head_writes, scale).clamp_min_(0)
 
 
 def _prox_heads_l2(y, pattern, head_writes, scale) -> torch.Tensor:
