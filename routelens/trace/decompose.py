@@ -33,7 +33,7 @@ class AttentionParts:
         return out * self.scale if self.scale is not None else out
 
     def head_write_at(self, pos: int) -> torch.Tensor:
-        """Each head's total write into position `pos`: [H, d] (bias and post-norm scale excluded of bias)."""
+        """Each head's total write into position `pos`, post-norm scale applied, bias excluded: [H, d]."""
         per_head = torch.einsum("hj,hjd->hd", self.pattern[:, pos], self.head_writes)
         return per_head * self.scale[pos] if self.scale is not None else per_head
 
@@ -47,7 +47,7 @@ def attention_parts(adapter: Adapter, layer: LayerCapture, index: int) -> Attent
     w_o, b_o = adapter.out_proj(index)
     w_o = w_o.detach().float().view(adapter.d_model, adapter.n_heads, adapter.head_dim)
     head_writes = torch.einsum("thk,dhk->htd", per_head_values, w_o)
-    spec = adapter.layers()[index]
+    spec = adapter.spec(index)
     scale = adapter.post_norm_scale(spec.attn_post_norm, layer.attn_out) if spec.attn_post_norm is not None else None
     return AttentionParts(
         head_writes=head_writes,
@@ -59,7 +59,7 @@ def attention_parts(adapter: Adapter, layer: LayerCapture, index: int) -> Attent
 
 @torch.no_grad()
 def ffn_scale(adapter: Adapter, layer: LayerCapture, index: int) -> torch.Tensor | None:
-    spec = adapter.layers()[index]
+    spec = adapter.spec(index)
     if spec.ffn_post_norm is None:
         return None
     return adapter.post_norm_scale(spec.ffn_post_norm, layer.ffn_out)

@@ -87,7 +87,7 @@ class Trace:
         self.tokens: list[str] = model.token_strings(self.token_ids)
         self._attn_rows: list[dict[int, AttentionRow]] = [{} for _ in capture.layers]
         self._ffn_rows: list[dict[int, FfnRow]] = [{} for _ in capture.layers]
-        self._parallel = [spec.parallel for spec in self.adapter.layers()]
+        self._parallel = [self.adapter.spec(i).parallel for i in range(self.adapter.n_layers)]
 
     # ---- the residual stream ---------------------------------------------------------------
     @property

@@ -53,6 +53,13 @@ class Adapter:
         self.model = model
         self.config = model.config
         self.check_supported()
+        self._specs: list[LayerModules] | None = None
+
+    def spec(self, layer: int) -> LayerModules:
+        """The modules of one layer (the mapping is built once)."""
+        if self._specs is None:
+            self._specs = self.layers()
+        return self._specs[layer]
 
     # ---- shape facts -------------------------------------------------------------------
     @property
@@ -104,7 +111,7 @@ class Adapter:
 
     def ffn_out_proj(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """FFN output projection as [d_model, d_ffn] and its bias (dense FFNs)."""
-        out = self.layers()[layer].ffn_out
+        out = self.spec(layer).ffn_out
         assert out is not None
         return linear_weight(out), linear_bias(out)
 
@@ -119,6 +126,7 @@ class Adapter:
         """The key-value head a query head reads (grouped-query attention)."""
         return head // (self.n_heads // self.n_kv_heads)
 
+    @torch.no_grad()
     def unembed(self, resid: torch.Tensor, *, apply_norm: bool = True) -> torch.Tensor:
         """Logits of residual vectors, exactly as the model computes them after its last block."""
         h = self.final_norm()(resid) if apply_norm else resid
