@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="append", default=None, help="prompt(s) to check (default: two built-in ones)")
 
     sub.add_parser("models", help="list the embedded catalog and what is cached locally")
+
+    p = sub.add_parser("serve", help="start the web app")
+    p.add_argument("--config", default=None, help="a JSON configuration (the LLM Transparency Tool's format works)")
+    p.add_argument("--model", default=None, help="the model to load at start (default: the configuration's, else the catalog default)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
     return parser
 
 
@@ -143,7 +149,20 @@ def _int_arg(value: str, flag: str) -> int:
         raise RoutelensError(f"{flag} must be an integer position (or 'all'), not {value!r}") from None
 
 
-COMMANDS = {"trace": cmd_trace, "check": cmd_check, "models": cmd_models}
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .server.app import create_app
+    from .server.config import load_config
+
+    config = load_config(args.config, args.model)
+    app = create_app(config)
+    out_console.print(f"routelens: serving {config.default_model} on http://{args.host}:{args.port}/")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+COMMANDS = {"trace": cmd_trace, "check": cmd_check, "models": cmd_models, "serve": cmd_serve}
 
 
 def _quiet_libraries() -> None:

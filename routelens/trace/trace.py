@@ -206,6 +206,18 @@ class Trace:
         """The model's own next-token prediction at `pos`: [(token, probability), ...]."""
         return [(t["token"], t["prob"]) for t in self.top_tokens("block", self.n_layers - 1, pos, k)]
 
+    def predictions(self, k: int = 5, chunk: int = 64) -> list[list[dict]]:
+        """The model's top-k next-token predictions at every position (vocab-sized logits in chunks)."""
+        final = self.resid(self.n_layers)
+        out: list[list[dict]] = []
+        for start in range(0, self.n_positions, chunk):
+            probs = vocab.logit_lens(self.adapter, final[start : start + chunk]).softmax(-1)
+            values, ids = probs.topk(k, dim=-1)
+            for row_ids, row_values in zip(ids.tolist(), values.tolist()):
+                names = self.model.token_strings(row_ids)
+                out.append([{"token": n, "id": i, "prob": p} for n, i, p in zip(names, row_ids, row_values)])
+        return out
+
     def top_tokens(self, kind: str, layer: int, pos: int, k: int = 10, *, apply_norm: bool = True) -> list[dict]:
         """Logit lens of a node: top tokens with probability and rank change vs the node below."""
         logits = vocab.logit_lens(self.adapter, self.node_value(kind, layer, pos), apply_norm=apply_norm)

@@ -1,0 +1,265 @@
+"""The HTTP API (docs/api.md) and the built front end, as one FastAPI app."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import (
+    DownloadError,
+    EmptyPromptError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+    PromptTooLongError,
+    RoutelensError,
+    UnknownModelError,
+    UnsupportedArchitectureError,
+)
+from ..routes import kernels
+from .config import ServerConfig
+from .state import ForbiddenError, ModelRegistry, TraceCache, TraceEntry, UnknownTraceError
+
+STATIC_DIR = Path(__file__).with_name("static")
+
+ERROR_STATUS: list[tuple[type[RoutelensError], int, str]] = [
+    (ForbiddenError, 403, "forbidden"),
+    (UnknownTraceError, 404, "unknown_trace"),
+    (UnknownModelError, 404, "unknown_model"),
+    (ModelNotFoundError, 404, "model_not_found"),
+    (UnsupportedArchitectureError, 422, "unsupported_architecture"),
+    (EmptyPromptError, 422, "empty_prompt"),
+    (PromptTooLongError, 413, "prompt_too_long"),
+    (InvalidArgumentError, 422, "invalid_argument"),
+    (DownloadError, 502, "download_failed"),
+]
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+
+
+class TraceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    prompt: str
+    chat: bool = False
+    norm: Literal["l1", "l2"] = "l1"
+
+
+def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
+    app = FastAPI(title="routelens", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    registry = ModelRegistry(config)
+    traces = TraceCache(config.max_traces)
+    app.state.config, app.state.registry, app.state.traces = config, registry, traces
+
+    @app.exception_handler(RoutelensError)
+    async def routelens_error(_request: Request, err: RoutelensError) -> JSONResponse:
+        for cls, status, code in ERROR_STATUS:
+            if isinstance(err, cls):
+                return error_response(status, code, str(err))
+        return error_response(400, "bad_request", str(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = err.errors()
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return error_response(400, "bad_request", "the request body is not valid JSON; send a JSON object")
+        parts = []
+        for p in problems[:3]:
+            where = ".".join(str(x) for x in p.get("loc", ()) if x not in ("body", "query"))
+            parts.append(f"{where or 'request'}: {p.get('msg', 'invalid')}")
+        return error_response(422, "invalid_argument", "; ".join(parts) + " (see /api/docs)")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        message = f"{err.detail}: {request.method} {request.url.path} (the API is listed at /api/docs)"
+        return error_response(err.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, err: Exception) -> JSONResponse:
+        return error_response(500, "internal_error", f"{type(err).__name__}: {err}; the server keeps running")
+
+    # ---- models ---------------------------------------------------------------------------
+    @app.get("/api/config")
+    def get_config() -> dict[str, Any]:
+        return {
+            "demo_mode": config.demo_mode,
+            "debug": config.debug,
+            "default_model": config.default_model,
+            "models": config.model_names(),
+            "allow_custom_models": config.custom_models_allowed,
+            "allow_loading_dataset_files": config.allow_loading_dataset_files and not config.demo_mode,
+            "max_user_string_length": config.max_user_string_length,
+            "prompts": config.prompts(),
+            "default_threshold": 0.04,
+        }
+
+    @app.post("/api/models/load")
+    def load_model(body: LoadRequest) -> JSONResponse:
+        slot = registry.start(body.model.strip())
+        status = slot.status()
+        return JSONResponse(status_code=200 if slot.state == "ready" else 202, content=status)
+
+    @app.get("/api/models/status")
+    def model_status(model: str = Query(..., min_length=1)) -> dict[str, Any]:
+        return registry.status(model)
+
+    # ---- traces -----------------------------------------------------------------------------
+    @app.post("/api/trace")
+    def make_trace(body: TraceRequest) -> dict[str, Any]:
+        name = (body.model or config.default_model).strip()
+        if not body.prompt.strip():
+            raise EmptyPromptError("the prompt is empty: type some text to trace")
+        if len(body.prompt) > config.max_user_string_length:
+            raise PromptTooLongError(
+                f"the prompt has {len(body.prompt)} characters; this server accepts at most {config.max_user_string_length}"
+            )
+        norm = 1 if body.norm == "l1" else 2
+        trace_id = TraceCache.key(name, body.prompt, body.chat, norm)
+        entry = traces.find(trace_id)
+        if entry is None:
+            slot = registry.get(name, timeout=600)
+            with slot.lock:
+                trace = slot.model.trace(body.prompt, norm=norm, chat=body.chat)
+                predictions = trace.predictions(k=5)
+            entry = TraceEntry(trace_id=trace_id, slot=slot, trace=trace, predictions=predictions)
+            traces.put(entry)
+        trace = entry.trace
+        return {
+            "trace_id": trace_id,
+            "model": name,
+            "facts": entry.slot.model.facts(),
+            "tokens": trace.tokens,
+            "token_ids": trace.token_ids,
+            "n_layers": trace.n_layers,
+            "n_heads": trace.adapter.n_heads,
+            "parallel": any(trace.is_parallel(layer) for layer in range(trace.n_layers)),
+            "predictions": entry.predictions,
+            "timings": {"forward": round(trace.capture.forward_seconds, 4)},
+        }
+
+    def use(trace_id: str) -> TraceEntry:
+        return traces.get(trace_id)
+
+    @app.get("/api/trace/{trace_id}/graph")
+    def graph(trace_id: str, target: int = -1, threshold: float = Query(0.04, ge=0.0, le=1.0)) -> dict[str, Any]:
+        entry = use(trace_id)
+        with entry.slot.lock:
+            return entry.trace.graph(target=target, threshold=threshold).to_dict()
+
+    @app.get("/api/trace/{trace_id}/node")
+    def node(
+        trace_id: str,
+        kind: Literal["block", "attn", "embed"],
+        pos: int,
+        layer: int = -1,
+        k: int = Query(10, ge=1, le=100),
+        norm: int = Query(1, ge=0, le=1),
+    ) -> dict[str, Any]:
+        entry = use(trace_id)
+        trace = entry.trace
+        with entry.slot.lock:
+            top = trace.top_tokens(kind, layer, pos, k, apply_norm=bool(norm))
+            if kind == "embed":
+                effects: dict[str, list] = {"promoted": [], "suppressed": []}
+            else:
+                effects = trace.block_write_tokens(layer, pos, "block" if kind == "block" else "attn", k)
+        return {"top_tokens": top, **effects}
+
+    @app.get("/api/trace/{trace_id}/edge")
+    def edge(trace_id: str, layer: int, source: int, target: int) -> dict[str, Any]:
+        entry = use(trace_id)
+        trace = entry.trace
+        layer, src, dst = trace.check_layer(layer), trace.position(source), trace.position(target)
+        if src > dst:
+            raise InvalidArgumentError(f"source {src} comes after target {dst}: attention only reads earlier positions")
+        with entry.slot.lock:
+            row = trace.attention_rows(layer, [dst])[dst]
+        shares = row.heads[:, src].tolist()
+        heads = sorted(({"head": h, "weight": w} for h, w in enumerate(shares)), key=lambda x: -x["weight"])
+        return {"weight": float(sum(shares)), "heads": heads}
+
+    @app.get("/api/trace/{trace_id}/head")
+    def head(trace_id: str, layer: int, head: int, pos: int = -1) -> dict[str, Any]:
+        entry = use(trace_id)
+        trace = entry.trace
+        layer, pos = trace.check_layer(layer), trace.position(pos)
+        n_heads = trace.adapter.n_heads
+        if not -1 <= head < n_heads:
+            raise InvalidArgumentError(f"head {head} is out of range: use 0..{n_heads - 1}, or -1 for all heads")
+        t = trace.n_positions
+        with entry.slot.lock:
+            pattern = trace.capture.layers[layer].pattern.float()
+            rows = trace.attention_rows(layer, list(range(t)))
+            contrib = torch.zeros(t, t)
+            for i, row in rows.items():
+                contrib[i, : i + 1] = row.heads.sum(0) if head == -1 else row.heads[head]
+            if head == -1:
+                effects = trace.block_write_tokens(layer, pos, "attn", 10)
+                pat = pattern.mean(0)
+            else:
+                effects = trace.head_write_tokens(layer, pos, head, 10)
+                pat = pattern[head]
+        return {
+            "pattern": [[round(v, 5) for v in r] for r in pat.cpu().tolist()],
+            "contributions": [[round(v, 5) for v in r] for r in contrib.tolist()],
+            **effects,
+        }
+
+    @app.get("/api/trace/{trace_id}/ffn")
+    def ffn(trace_id: str, layer: int, pos: int, k: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
+        entry = use(trace_id)
+        trace = entry.trace
+        with entry.slot.lock:
+            neurons = trace.neurons(layer, pos, k)
+            for n in neurons:
+                effects = trace.neuron_write_tokens(layer, pos, n["index"], 3)
+                n.update(effects)
+            everything = trace.block_write_tokens(layer, pos, "ffn", 10)
+        return {"neurons": neurons, "all": everything}
+
+    @app.get("/api/trace/{trace_id}/neuron")
+    def neuron(trace_id: str, layer: int, pos: int, neuron: int, k: int = Query(10, ge=1, le=100)) -> dict[str, Any]:
+        entry = use(trace_id)
+        with entry.slot.lock:
+            return entry.trace.neuron_write_tokens(layer, pos, neuron, k)
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        return {"ok": True, "time": time.time()}
+
+    # ---- the front end ------------------------------------------------------------------------
+    index = STATIC_DIR / "index.html"
+    if (STATIC_DIR / "assets").is_dir():
+        app.mount("/assets", StaticFiles(directory=STATIC_DIR / "assets"), name="assets")
+
+    @app.get("/", include_in_schema=False)
+    def front_end() -> Any:
+        if index.is_file():
+            return FileResponse(index)
+        return error_response(503, "no_front_end", "the web app bundle is missing; run `npm run build` in frontend/")
+
+    if preload:
+        threading.Thread(target=kernels.warm_up, name="warm-kernel", daemon=True).start()
+        if config.default_model:
+            try:
+                registry.start(config.default_model)
+            except RoutelensError:
+                pass
+    return app

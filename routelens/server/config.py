@@ -1,0 +1,88 @@
+"""Server configuration, compatible with the LLM Transparency Tool's JSON format.
+
+    {"models": {"gpt2": null, "my-finetune": "/data/ckpt"}, "default_model": "gpt2",
+     "demo_mode": false, "allow_loading_dataset_files": true,
+     "preloaded_dataset_filename": "sample_input.txt", "debug": false, "max_user_string_length": 100}
+
+A model's value, when given, is a local path (folder or .gguf) that is really loaded; the key is
+the name users see. Unknown keys are ignored so configurations of the original tool load as is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import RoutelensError
+from ..models import catalog
+
+DEFAULT_PROMPTS = [
+    "The capital of France is",
+    "When Mary and John went to the store, John gave a drink to",
+    "The Eiffel Tower is located in the city of",
+    "1, 2, 3, 4, 5,",
+]
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    models: dict[str, str | None] = Field(default_factory=lambda: {name: None for name in catalog.CATALOG})
+    default_model: str = catalog.DEFAULT_MODEL
+    demo_mode: bool = False
+    allow_loading_dataset_files: bool = True
+    preloaded_dataset_filename: str | None = None
+    debug: bool = False
+    max_user_string_length: int = 4000
+    allow_custom_models: bool = True
+    max_traces: int = 32
+    base_dir: Path = Path(".")
+
+    @property
+    def custom_models_allowed(self) -> bool:
+        return self.allow_custom_models and not self.demo_mode
+
+    def model_names(self) -> list[str]:
+        names = [n for n in self.models if n]
+        if self.default_model and self.default_model not in names:
+            names.insert(0, self.default_model)
+        return names
+
+    def source_of(self, name: str) -> str:
+        """What to load for a configured name: its local path when one is given."""
+        path = self.models.get(name)
+        if path:
+            p = Path(path).expanduser()
+            return str(p if p.is_absolute() else (self.base_dir / p))
+        return name
+
+    def prompts(self) -> list[str]:
+        if self.preloaded_dataset_filename and self.allow_loading_dataset_files:
+            path = Path(self.preloaded_dataset_filename)
+            path = path if path.is_absolute() else self.base_dir / path
+            if path.is_file():
+                lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+                return [line for line in lines if line]
+        return list(DEFAULT_PROMPTS)
+
+
+def load_config(path: str | Path | None, model: str | None = None) -> ServerConfig:
+    """Read a configuration file (or use defaults); `model` overrides the default model."""
+    if path is None:
+        config = ServerConfig()
+    else:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise RoutelensError(f"no such configuration file: {file}")
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+            config = ServerConfig(**data, base_dir=file.resolve().parent)
+        except (json.JSONDecodeError, ValidationError, TypeError) as err:
+            raise RoutelensError(f"{file} is not a valid configuration: {str(err).splitlines()[0]}") from err
+    if model:
+        config.default_model = model
+        if model not in config.models:
+            config.models = {model: None, **config.models}
+    return config
