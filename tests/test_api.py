@@ -225,3 +225,11 @@ def test_bad_config_file(tmp_path):
     with pytest.raises(RoutelensError, match="not a valid configuration"):
         load_config(tmp_path / "bad.json")
     assert ServerConfig().default_model == MODEL
+
+
+def test_debug_endpoint_only_in_debug_mode(client, tmp_path):
+    assert_error(client.get("/api/debug"), 403, "forbidden")
+    (tmp_path / "c.json").write_text(json.dumps({"debug": True, "models": {MODEL: None}, "default_model": MODEL}))
+    with TestClient(create_app(load_config(tmp_path / "c.json"), preload=False)) as c:
+        figures = c.get("/api/debug").json()
+        assert figures["resident_mb"] > 10 and figures["traces_cached"] == 0

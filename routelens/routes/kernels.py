@@ -10,6 +10,7 @@ the chunked eager one otherwise, and `ROUTELENS_COMPILE=0` turns compilation off
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 
 import torch
@@ -21,6 +22,8 @@ EAGER_CHUNK_ELEMENTS = 1 << 24
 COMPILE_MIN_ELEMENTS = 1 << 25
 
 _compiled = None  # the compiled kernel; False once compiling failed or was turned off
+# One compiled call at a time: a server warms the kernel in a thread while requests may arrive.
+_lock = threading.Lock()
 
 
 def _l1_parts(y: torch.Tensor, a: torch.Tensor, u: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
@@ -76,13 +79,14 @@ def l1_prox_heads(
     size = a.numel() * y.shape[-1]
     use = compiled if compiled is not None else (size >= COMPILE_MIN_ELEMENTS or bool(_compiled))
     if use:
-        kernel = _get_compiled()
-        if kernel:
-            try:
-                return _padded(kernel, y, a, u, s)
-            except Exception as err:  # no C++ compiler, unsupported platform, ...
-                warnings.warn(f"routelens: torch.compile failed ({type(err).__name__}); using the slower eager kernel")
-                _compiled = False
+        with _lock:
+            kernel = _get_compiled()
+            if kernel:
+                try:
+                    return _padded(kernel, y, a, u, s)
+                except Exception as err:  # no C++ compiler, unsupported platform, ...
+                    warnings.warn(f"routelens: torch.compile failed ({type(err).__name__}); using the slower eager kernel")
+                    _compiled = False
     return _eager(y, a, u, s)
 
 

@@ -44,6 +44,18 @@ ERROR_STATUS: list[tuple[type[RoutelensError], int, str]] = [
 ]
 
 
+def _resident_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
 
@@ -133,6 +145,8 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         norm = 1 if body.norm == "l1" else 2
         trace_id = TraceCache.key(name, body.prompt, body.chat, norm)
         entry = traces.find(trace_id)
+        start = time.perf_counter()
+        cached = entry is not None
         if entry is None:
             slot = registry.get(name, timeout=600)
             with slot.lock:
@@ -141,6 +155,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
             entry = TraceEntry(trace_id=trace_id, slot=slot, trace=trace, predictions=predictions)
             traces.put(entry)
         trace = entry.trace
+        timings = {"forward": round(trace.capture.forward_seconds, 4), "total": round(time.perf_counter() - start, 4), "cached": cached}
         return {
             "trace_id": trace_id,
             "model": name,
@@ -151,7 +166,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
             "n_heads": trace.adapter.n_heads,
             "parallel": any(trace.is_parallel(layer) for layer in range(trace.n_layers)),
             "predictions": entry.predictions,
-            "timings": {"forward": round(trace.capture.forward_seconds, 4)},
+            "timings": timings,
         }
 
     def use(trace_id: str) -> TraceEntry:
@@ -239,6 +254,20 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         entry = use(trace_id)
         with entry.slot.lock:
             return entry.trace.neuron_write_tokens(layer, pos, neuron, k)
+
+    @app.get("/api/debug")
+    def debug() -> dict[str, Any]:
+        """Memory and cache figures for debug mode."""
+        if not config.debug:
+            raise ForbiddenError("debug figures are off; start the server with \"debug\": true in its configuration")
+        return {
+            "resident_mb": round(_resident_bytes() / 2**20, 1),
+            "traces_cached": len(traces.entries),
+            "max_traces": traces.max_traces,
+            "models": {name: slot.state for name, slot in registry.slots.items()},
+            "torch_threads": torch.get_num_threads(),
+            "kernel_compiled": bool(kernels._compiled),
+        }
 
     @app.get("/api/health")
     def health() -> dict[str, Any]:
