@@ -75,3 +75,10 @@ def test_gemma3_check_and_route(gemma3):
     # non-trivial: reads some earlier token and reaches the embeddings
     assert any(n["kind"] == "embed" for n in graph.nodes.values())
     assert any(e["kind"] == "attn" and e["source"] != e["target"] and graph.nodes[e["source"]]["pos"] < trace.n_positions - 1 for e in graph.edges)
+
+
+def test_chat_template_wraps_the_prompt(smollm2):
+    plain = smollm2.trace("Hi")
+    chat = smollm2.trace("Hi", chat=True)
+    assert len(chat.token_ids) > len(plain.token_ids)
+    assert "<|im_start|>" in "".join(chat.tokens)

@@ -60,6 +60,8 @@ class Model:
             if not prompt.strip():
                 raise EmptyPromptError("the prompt is empty: give some text to trace")
             if chat:
+                if not getattr(self.tokenizer, "chat_template", None):
+                    raise InvalidArgumentError(f"{self.name} has no chat template; trace the prompt without chat")
                 ids = self.tokenizer.apply_chat_template(
                     [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
                 )
