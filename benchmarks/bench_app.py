@@ -1,0 +1,138 @@
+"""Web-app speed, measured in one run against a live `routelens serve` on smollm2-135m-instruct.
+
+- time to the first drawn graph for a 20-token prompt, the model loaded (click "Run" -> edges in the DOM);
+- p50 / p95 latency of node and edge detail requests on a cached trace (target: p95 < 200 ms);
+- the browser's redraw time after a threshold change on a 30-layer x 200-token route
+  (target: < 100 ms), from the slider's input event to the next painted frame.
+
+    python benchmarks/bench_app.py [--requests 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from servers import CHROMIUM_ARGS, chromium_path, running_server  # noqa: E402
+
+WORDS = ("the river city north light stone market winter garden music paper letter forest "
+         "window silver morning harbor bridge story mountain").split()
+
+
+def prompt_of(n_words: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+
+
+def post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return json.loads(r.read())
+
+
+def get(url: str) -> tuple[float, dict]:
+    start = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=600) as r:
+        body = json.loads(r.read())
+    return time.perf_counter() - start, body
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def detail_latencies(base: str, n: int) -> dict[str, list[float]]:
+    trace = post(base + "/api/trace", {"prompt": prompt_of(40, 1)})
+    tid, t = trace["trace_id"], len(trace["tokens"])
+    _, graph = get(f"{base}/api/trace/{tid}/graph?threshold=0.01")
+    nodes = {x["id"]: x for x in graph["nodes"]}
+    blocks = [x for x in graph["nodes"] if x["kind"] in ("block", "attn")]
+    attn = [e for e in graph["edges"] if e["kind"] == "attn"]
+    rng = random.Random(0)
+    out: dict[str, list[float]] = {"node": [], "edge": []}
+    for _ in range(n):
+        node = rng.choice(blocks)
+        out["node"].append(get(f"{base}/api/trace/{tid}/node?kind={node['kind']}&layer={node['layer']}&pos={node['pos']}")[0])
+        e = rng.choice(attn)
+        src, dst = nodes[e["source"]], nodes[e["target"]]
+        out["edge"].append(get(f"{base}/api/trace/{tid}/edge?layer={dst['layer']}&source={src['pos']}&target={dst['pos']}")[0])
+    out["tokens"] = [t]
+    return out
+
+
+def browser_figures(base: str) -> dict[str, float]:
+    from playwright.sync_api import sync_playwright
+
+    figures: dict[str, float] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(600_000)
+        firsts = []
+        for seed in range(3):
+            page.goto(base + "/")  # an empty page each time: the edges that appear are the new graph's
+            page.get_by_test_id("prompt-input").fill(prompt_of(18, 100 + seed))  # about 20 tokens, never traced before
+            start = time.perf_counter()
+            page.get_by_test_id("run-button").click()
+            page.wait_for_function("document.querySelectorAll('[data-testid=graph-edge]').length > 0")
+            page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            firsts.append(time.perf_counter() - start)
+        figures["first_graph_s"] = statistics.median(firsts)
+
+        long_prompt = prompt_of(200, 7)
+        page.goto(base + "/")
+        page.get_by_test_id("prompt-input").fill(long_prompt)
+        page.get_by_test_id("run-button").click()
+        page.wait_for_function("document.querySelectorAll('[data-testid=prediction-list] [data-pos]').length >= 200")
+        page.wait_for_function("document.querySelectorAll('[data-testid=graph-edge]').length > 50")
+        figures["big_tokens"] = page.evaluate("document.querySelectorAll('[data-testid=prediction-list] [data-pos]').length")
+        redraws, per_threshold = [], {}
+        for value in ("0.04", "0.1", "0.03", "0.2", "0.05", "0.02", "0.01") * 2:
+            ms = page.evaluate(
+                """(v) => new Promise(resolve => {
+                    const s = document.querySelector('[data-testid=threshold-slider]');
+                    const t0 = performance.now();
+                    s.value = v; s.dispatchEvent(new Event('input', {bubbles: true}));
+                    requestAnimationFrame(() => requestAnimationFrame(() => resolve(performance.now() - t0)));
+                })""", value)
+            redraws.append(ms)
+            edges = page.evaluate("document.querySelectorAll('[data-testid=graph-edge]').length")
+            per_threshold.setdefault(value, []).append((ms, edges))
+        figures["per_threshold"] = per_threshold
+        figures["redraw_ms_p50"] = statistics.median(redraws)
+        figures["redraw_ms_max"] = max(redraws)
+        figures["big_edges"] = page.evaluate("document.querySelectorAll('[data-testid=graph-edge]').length")
+        browser.close()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=100)
+    args = parser.parse_args()
+    with running_server() as base:
+        lat = detail_latencies(base, args.requests)
+        fig = browser_figures(base)
+    ms = 1000
+    print(f"time to first drawn graph, 20-token prompt, model loaded: {fig['first_graph_s']:.2f} s (median of 3)")
+    for kind in ("node", "edge"):
+        v = lat[kind]
+        print(f"{kind} detail requests on a cached {lat['tokens'][0]}-token trace, n={len(v)}: "
+              f"p50 {percentile(v, 0.5) * ms:.1f} ms, p95 {percentile(v, 0.95) * ms:.1f} ms (target p95 < 200 ms)")
+    print(f"threshold-change redraw, 30 layers x {fig['big_tokens']} tokens: p50 {fig['redraw_ms_p50']:.1f} ms, "
+          f"max {fig['redraw_ms_max']:.1f} ms over 14 changes (target < 100 ms); per threshold (input event to painted frame):")
+    for value, runs in sorted(fig["per_threshold"].items(), key=lambda kv: -float(kv[0])):
+        print(f"  threshold {value:>5}: {runs[0][1]:>6} edges drawn, " + ", ".join(f"{ms:.0f} ms" for ms, _ in runs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+// Pieces shared by the inspector panels.
+
+import type { Effect, Effects } from "../types";
+import { h, num, tokenSpan } from "../ui/dom";
+
+export const POS = "#0072B2"; // promoted / positive activation
+export const NEG = "#D55E00"; // suppressed / negative activation
+
+export function panelShell(testid: string, kicker: string, title: (Node | string)[], onClose: () => void): { root: HTMLElement; body: HTMLElement } {
+  const body = h("div", { class: "panel-body" });
+  const root = h(
+    "section",
+    { class: "panel", "data-testid": testid },
+    h(
+      "header",
+      { class: "panel-head" },
+      h("div", { class: "panel-kicker" }, kicker),
+      h("h2", { class: "panel-title" }, ...title),
+      h("button", { class: "icon-btn panel-close", title: "Close (Esc)", "aria-label": "close panel", onclick: onClose }, "×"),
+    ),
+    body,
+  );
+  return { root, body };
+}
+
+export function section(title: string, ...children: (Node | string | null)[]): HTMLElement {
+  return h("div", { class: "psection" }, h("h3", null, title), ...children);
+}
+
+export function loadingBox(text = "Loading…"): HTMLElement {
+  return h("div", { class: "loading" }, h("span", { class: "spinner" }), text);
+}
+
+export function errorBox(message: string): HTMLElement {
+  return h("div", { class: "inline-error" }, message);
+}
+
+function effectRows(list: Effect[], sign: 1 | -1, max: number): HTMLElement {
+  if (!list.length) return h("div", { class: "muted small" }, "none");
+  return h(
+    "ol",
+    { class: "effects" },
+    list.map((e) =>
+      h(
+        "li",
+        { title: `${JSON.stringify(e.token)} (id ${e.id}): ${sign > 0 ? "+" : ""}${e.effect}`, "data-effect": e.effect },
+        tokenSpan(e.token, "tok", true),
+        h("span", { class: "ebar", style: `width:${Math.max(2, (Math.abs(e.effect) / max) * 100).toFixed(1)}%;background:${sign > 0 ? POS : NEG}` }),
+        h("span", { class: "evalue" }, (e.effect > 0 ? "+" : "") + num(e.effect, 2)),
+      ),
+    ),
+  );
+}
+
+/** Promoted and suppressed tokens side by side, bars on one scale. */
+export function effectsView(eff: Effects, note?: string): HTMLElement {
+  const max = Math.max(1e-9, ...eff.promoted.map((e) => Math.abs(e.effect)), ...eff.suppressed.map((e) => Math.abs(e.effect)));
+  return h(
+    "div",
+    null,
+    note ? h("div", { class: "muted small note" }, note) : null,
+    h(
+      "div",
+      { class: "effects-grid" },
+      h("div", null, h("div", { class: "col-head", style: `color:${POS}` }, "▲ Promoted"), effectRows(eff.promoted, 1, max)),
+      h("div", null, h("div", { class: "col-head", style: `color:${NEG}` }, "▼ Suppressed"), effectRows(eff.suppressed, -1, max)),
+    ),
+  );
+}

@@ -1,0 +1,107 @@
+// Head panel (an attention edge was clicked): the heads that carry the edge with their share,
+// "All heads" as the whole edge, and for the selected head its attention pattern and
+// contribution map (heatmaps, the edge's cell marked) and the tokens its write promotes and
+// suppresses at the edge's target position.
+
+import type { EdgeInfo, HeadInfo } from "../types";
+import { qs } from "../api";
+import { h, num, pct, tokenSpan } from "../ui/dom";
+import { effectsView, errorBox, loadingBox, panelShell, section } from "./common";
+import { attnTargetId, type PanelCtx } from "./context";
+import { heatmap } from "./heatmap";
+
+const headCache = new Map<string, Promise<HeadInfo>>();
+
+export function headPanel(ctx: PanelCtx, edge: { layer: number; source: number; target: number }): HTMLElement {
+  const { root, body } = panelShell(
+    "head-panel",
+    `Attention edge · layer ${edge.layer}`,
+    [tokenSpan(ctx.tokens[edge.source] ?? "?"), h("span", { class: "muted" }, ` ${edge.source} → `), tokenSpan(ctx.tokens[edge.target] ?? "?"), h("span", { class: "muted" }, ` ${edge.target}`)],
+    ctx.close,
+  );
+  const list = h("div", { class: "heads" }, loadingBox());
+  const detail = h("div", { class: "head-detail" });
+  body.append(list, detail);
+  let info: EdgeInfo | null = null;
+  let current = ctx.head ?? -1;
+
+  const drawList = () => {
+    if (!info) return;
+    const max = Math.max(1e-9, ...info.heads.map((x) => x.weight));
+    const item = (head: number, weight: number, label: string, share: string) =>
+      h(
+        "li",
+        { class: "head-row" + (head === current ? " active" : ""), "data-head": head, onclick: () => pick(head), tabindex: 0, onkeydown: (e: Event) => (e as KeyboardEvent).key === "Enter" && pick(head) },
+        h("span", { class: "head-name" }, label),
+        h("span", { class: "hbar" }, h("span", { style: `width:${Math.max(1, (weight / (head === -1 ? info!.weight || 1 : max)) * 100).toFixed(1)}%` })),
+        h("span", { class: "head-w" }, num(weight)),
+        h("span", { class: "head-share muted" }, share),
+      );
+    list.replaceChildren(
+      h("div", { class: "panel-meta muted small" }, `edge weight ${num(info.weight, 4)} in the node after attention at position ${edge.target}`),
+      section(
+        "Heads carrying this edge",
+        h(
+          "ul",
+          { class: "head-list" },
+          item(-1, info.weight, "All heads", "100%"),
+          info.heads.map((x) => item(x.head, x.weight, `head ${x.head}`, info!.weight > 0 ? pct(x.weight / info!.weight) : "–")),
+        ),
+      ),
+    );
+  };
+
+  const pick = (head: number) => {
+    current = head;
+    ctx.setHead(head);
+    drawList();
+    loadHead();
+  };
+
+  const loadHead = () => {
+    detail.replaceChildren(loadingBox(`Loading ${current === -1 ? "all heads" : "head " + current}…`));
+    const key = `${ctx.traceId}|${edge.layer}|${current}|${edge.target}`;
+    let p = headCache.get(key);
+    if (!p) {
+      p = ctx.get<HeadInfo>(`api/trace/${ctx.traceId}/head?${qs({ layer: edge.layer, head: current, pos: edge.target })}`);
+      headCache.set(key, p);
+      p.catch(() => headCache.delete(key));
+      if (headCache.size > 24) headCache.delete(headCache.keys().next().value!);
+    }
+    const want = current;
+    p.then((d) => {
+      if (want !== current) return;
+      const name = current === -1 ? "all heads" : `head ${current}`;
+      const mark = { row: edge.target, col: edge.source };
+      const size = Math.max(180, Math.min(380, (detail.clientWidth || 380) - 6));
+      const onCell = (row: number, col: number) => ctx.selectEdge(`attn|x:${edge.layer}:${col}|${attnTargetId(edge.layer, row, ctx.parallel)}`);
+      detail.replaceChildren(
+        section(
+          `Layer ${edge.layer}, ${name}`,
+          h(
+            "div",
+            { class: "heatmaps" },
+            heatmap({ hook: "pattern", title: "Attention pattern", caption: current === -1 ? "mean over heads" : "A[h, query, key]", matrix: d.pattern, tokens: ctx.tokens, scale: "blues", mark, size }),
+            heatmap({ hook: "contributions", title: "Contribution map", caption: "importance of each key in the node after attention; click a cell to open that edge", matrix: d.contributions, tokens: ctx.tokens, scale: "oranges", mark, size, onCellClick: onCell }),
+          ),
+        ),
+        section(
+          "Promoted / suppressed tokens",
+          effectsView(d, `Direct effect of ${name === "all heads" ? "the whole attention write" : name + "'s write"} into position ${edge.target} on the logit lens of the node after attention.`),
+        ),
+      );
+    }).catch((err: Error) => {
+      if (want === current) detail.replaceChildren(errorBox(err.message));
+    });
+  };
+
+  ctx
+    .get<EdgeInfo>(`api/trace/${ctx.traceId}/edge?${qs({ layer: edge.layer, source: edge.source, target: edge.target })}`)
+    .then((d) => {
+      info = d;
+      drawList();
+    })
+    .catch((err: Error) => list.replaceChildren(errorBox(err.message)));
+  loadHead();
+  return root;
+}

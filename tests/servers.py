@@ -1,0 +1,72 @@
+"""Start `routelens serve` in a subprocess on a free localhost port, for browser tests and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 10) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+@contextlib.contextmanager
+def running_server(*args: str, ready_model: str | None = "smollm2-135m-instruct", timeout: float = 600) -> Iterator[str]:
+    """Yield the base URL of a fresh server; wait (bounded) until it answers and the model is loaded."""
+    port = free_port()
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"routelens-serve-{port}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "routelens", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"routelens serve exited early:\n{log.read_text()[-3000:]}")
+            try:
+                get_json(base + "/api/health", timeout=2)
+                if ready_model is None or get_json(f"{base}/api/models/status?model={ready_model}")["state"] == "ready":
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"routelens serve did not get ready in {timeout}s")
+            time.sleep(0.25)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        raise RuntimeError("Debian's chromium is needed for browser tests: apt-get install -y chromium")
+    return path
