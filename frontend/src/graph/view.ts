@@ -45,7 +45,12 @@ export class GraphView {
   readonly svg: SVGSVGElement;
   private viewport: SVGGElement;
   private gBands: SVGGElement;
-  private gEdges: Record<EdgeKind, SVGGElement>; // visible strokes
+  private canvas: HTMLCanvasElement; // visible strokes (and the layer bands), painted under the SVG
+  private ctx: CanvasRenderingContext2D;
+  private canvasQueued = false;
+  private hlEdges = new Set<number>();
+  private focusOn = false;
+  private selEdge = -1;
   private gHits: Record<EdgeKind, SVGGElement>; // wide invisible hit paths (the graph-edge hooks)
   private gNodes: SVGGElement;
   private gMarks: SVGGElement;
@@ -68,8 +73,7 @@ export class GraphView {
   private predictions: Prediction[][] = [];
   private targetPos = -1;
   private nodeEl: (SVGElement | undefined)[] = [];
-  private edgeEl: (SVGPathElement | undefined)[] = []; // hit path: data-testid=graph-edge
-  private visEl: (SVGPathElement | undefined)[] = [];
+  private edgeEl: (SVGElement | undefined)[] = []; // hit line: data-testid=graph-edge
   private shownN = new Uint8Array(0);
   private shownE = new Uint8Array(0);
   private shownNodeList: number[] = [];
@@ -90,14 +94,12 @@ export class GraphView {
   ) {
     this.wrap = h("div", { class: "graph-wrap" });
     this.svg = svg("svg", { "data-testid": "graph", class: "graph", role: "img", "aria-label": "route graph" });
-    this.bg = svg("rect", { class: "bg", x: 0, y: 0, width: "100%", height: "100%", fill: "#ffffff" });
+    // transparent: the canvas below paints the background, the bands and the edges
+    this.bg = svg("rect", { class: "bg", x: 0, y: 0, width: "100%", height: "100%", fill: "transparent" });
+    this.canvas = h("canvas", { class: "graph-canvas", "aria-hidden": "true" });
+    this.ctx = this.canvas.getContext("2d")!;
     this.viewport = svg("g", { class: "viewport" });
     this.gBands = svg("g", { class: "bands" });
-    this.gEdges = {
-      resid: svg("g", { class: "edges edges-resid" }),
-      ffn: svg("g", { class: "edges edges-ffn" }),
-      attn: svg("g", { class: "edges edges-attn" }),
-    };
     this.gHits = {
       resid: svg("g", { class: "hits hits-resid" }),
       ffn: svg("g", { class: "hits hits-ffn" }),
@@ -105,7 +107,7 @@ export class GraphView {
     };
     this.gNodes = svg("g", { class: "nodes" });
     this.gMarks = svg("g", { class: "marks" });
-    this.viewport.append(this.gBands, this.gEdges.resid, this.gEdges.ffn, this.gEdges.attn, this.gHits.resid, this.gHits.ffn, this.gHits.attn, this.gNodes, this.gMarks);
+    this.viewport.append(this.gBands, this.gHits.resid, this.gHits.ffn, this.gHits.attn, this.gNodes, this.gMarks);
     this.gAxisY = svg("g", { class: "axis axis-y" });
     this.axisYBg = svg("rect", { class: "axis-bg", x: 0, y: 0, width: AXIS_Y_W });
     this.gAxisY.append(this.axisYBg);
@@ -114,7 +116,7 @@ export class GraphView {
     this.gAxisX.append(this.axisXBg);
     this.svg.append(this.bg, this.viewport, this.gAxisY, this.gAxisX);
     this.tooltip = h("div", { class: "tooltip", role: "tooltip" });
-    this.wrap.append(this.svg, this.tooltip);
+    this.wrap.append(this.canvas, this.svg, this.tooltip);
     parent.append(this.wrap);
 
     this.d3svg = select(this.svg);
@@ -131,6 +133,7 @@ export class GraphView {
         this.t = ev.transform;
         if (ev.sourceEvent) this.userMoved = true;
         this.viewport.setAttribute("transform", this.t.toString());
+        this.queueCanvas();
         this.queueAxes();
       });
     this.d3svg.call(this.zoomer);
@@ -170,7 +173,6 @@ export class GraphView {
     this.targetPos = targetPos;
     this.nodeEl = new Array(p.nodes.length);
     this.edgeEl = new Array(p.edges.length);
-    this.visEl = new Array(p.edges.length);
     this.geomVersion++;
     this.edgeGeom = new Uint32Array(p.edges.length);
     this.nodeGeom = new Uint32Array(p.nodes.length);
@@ -183,7 +185,7 @@ export class GraphView {
     this.hoverEl = null;
     this.hideTooltip();
     this.svg.classList.remove("focus");
-    for (const g of [...Object.values(this.gEdges), ...Object.values(this.gHits)]) g.replaceChildren();
+    for (const g of Object.values(this.gHits)) g.replaceChildren();
     this.gNodes.replaceChildren();
     this.drawBands();
     this.drawMarks();
@@ -221,9 +223,7 @@ export class GraphView {
   private placeEdge(i: number): void {
     const hp = this.edgeEl[i];
     if (!hp || this.edgeGeom[i] === this.geomVersion) return;
-    const { vis, hit } = edgePath(this.layout!, this.p!, this.p!.edges[i]);
-    hp.setAttribute("d", hit);
-    this.visEl[i]!.setAttribute("d", vis);
+    this.setHitGeom(hp, i);
     this.edgeGeom[i] = this.geomVersion;
   }
 
@@ -244,11 +244,12 @@ export class GraphView {
 
   clear(): void {
     this.p = this.layout = this.pr = null;
-    for (const g of [...Object.values(this.gEdges), ...Object.values(this.gHits)]) g.replaceChildren();
+    for (const g of Object.values(this.gHits)) g.replaceChildren();
     this.gNodes.replaceChildren();
     this.gBands.replaceChildren();
     this.gMarks.replaceChildren();
     this.hideTooltip();
+    this.queueCanvas();
     this.queueAxes();
   }
 
@@ -275,6 +276,7 @@ export class GraphView {
       frag.append(svg("rect", { x: x + 2, y: levelY(L, L.nLevels - 1) - L.rowH / 2, width: L.colW[i] - 4, height: (L.nLevels - 1) * L.rowH + L.rowH, fill: "#EEF0F3", opacity: 0.6 }));
     }
     this.gBands.replaceChildren(frag);
+    this.queueCanvas();
   }
 
   private drawMarks(): void {
@@ -316,12 +318,54 @@ export class GraphView {
     return el;
   }
 
-  private createEdge(i: number): SVGPathElement {
+  /** Hit geometry of an edge as a <line> (straight edges) or a <polyline> (attention curves):
+   * unlike a path's `d`, their geometry attributes are not CSS properties, so thousands of hit
+   * elements share one computed style (style recalculation is what made dense redraws slow). */
+  private hitGeom(i: number): { line?: [number, number, number, number]; points?: string } {
+    const L = this.layout!;
+    const p = this.p!;
+    const e = p.edges[i];
+    const [x1, y1] = nodeXY(L, p.nodes[e.s]);
+    const [x2, y2] = nodeXY(L, p.nodes[e.t]);
+    const r = (v: number) => Math.round(v * 10) / 10;
+    if (e.kind !== "attn") {
+      // a perfectly vertical line has an empty bounding box; lean it by a hair so the element
+      // has a size (browsers and test drivers treat empty boxes as invisible)
+      if (Math.abs(x1 - x2) < 0.5) return { line: [r(x1 - 0.6), r(y1), r(x2 + 0.6), r(y2)] };
+      return { line: [r(x1), r(y1), r(x2), r(y2)] };
+    }
+    let c1x = x1, c1y = (y1 + y2) / 2, c2x = x2, c2y = c1y;
+    if (Math.abs(x1 - x2) < 0.5) {
+      const k = Math.min(12, L.colW[p.nodes[e.s].pos] * 0.25);
+      c1x = x1 - k;
+      c1y = y1 - (y1 - y2) * 0.2;
+      c2x = x2 - k;
+      c2y = y2 + (y1 - y2) * 0.2;
+    }
+    const N = 10; // even: the curve's midpoint is a vertex
+    let pts = "";
+    for (let j = 0; j <= N; j++) {
+      const t = j / N;
+      const u = 1 - t;
+      const a = u * u * u, b = 3 * u * u * t, c = 3 * u * t * t, d = t * t * t;
+      pts += `${r(a * x1 + b * c1x + c * c2x + d * x2)},${r(a * y1 + b * c1y + c * c2y + d * y2)} `;
+    }
+    return { points: pts };
+  }
+
+  private setHitGeom(el: SVGElement, i: number): void {
+    const g = this.hitGeom(i);
+    if (g.line) {
+      el.setAttribute("x1", String(g.line[0]));
+      el.setAttribute("y1", String(g.line[1]));
+      el.setAttribute("x2", String(g.line[2]));
+      el.setAttribute("y2", String(g.line[3]));
+    } else el.setAttribute("points", g.points!);
+  }
+
+  private createEdge(i: number): SVGElement {
     const e = this.p!.edges[i];
-    const { vis, hit } = edgePath(this.layout!, this.p!, e);
-    const st = edgeStyle(e.kind, e.weight);
-    const hp = svg("path", {
-      d: hit,
+    const hp: SVGElement = svg(e.kind === "attn" ? "polyline" : "line", {
       class: `edge e-${e.kind}`,
       "data-testid": "graph-edge",
       "data-kind": e.kind,
@@ -330,17 +374,11 @@ export class GraphView {
       "data-weight": String(e.weight),
       "data-layer": String(this.p!.nodes[e.t].layer),
     });
-    // colour, fill, caps and vector-effect come from CSS (fewer attributes: faster style
-    // recalculation on big graphs); exportSvg() writes them inline
-    const vp = svg("path", {
-      d: vis,
-      class: `vis v-${e.kind}`,
-      "stroke-width": st.width.toFixed(2),
-      "stroke-opacity": st.opacity.toFixed(3),
-    });
+    // the visible stroke is painted on the canvas; this transparent wide stroke is only the
+    // hit target and test hook (exportSvg() builds real SVG strokes)
+    this.setHitGeom(hp, i);
     this.elIndex.set(hp, i);
     this.edgeEl[i] = hp;
-    this.visEl[i] = vp;
     this.edgeGeom[i] = this.geomVersion;
     return hp;
   }
@@ -358,24 +396,19 @@ export class GraphView {
     if (removedE > 256 && removedE > pr.edgeList.length) {
       // most of the drawing goes away: clear the groups and re-append what stays, in order
       const fh = {} as Record<EdgeKind, DocumentFragment>;
-      const fv = {} as Record<EdgeKind, DocumentFragment>;
       for (const k of kinds) {
         this.gHits[k].replaceChildren();
-        this.gEdges[k].replaceChildren();
         fh[k] = document.createDocumentFragment();
-        fv[k] = document.createDocumentFragment();
       }
       this.shownE.fill(0);
       for (const i of pr.edgeList) {
         const kind = p.edges[i].kind;
         if (this.edgeEl[i]) this.placeEdge(i);
         fh[kind].appendChild(this.edgeEl[i] ?? this.createEdge(i));
-        fv[kind].appendChild(this.visEl[i]!);
         this.shownE[i] = 1;
       }
       for (const k of kinds) {
         this.gHits[k].appendChild(fh[k]);
-        this.gEdges[k].appendChild(fv[k]);
       }
     } else {
       // removals (raising the threshold only removes: pruning is monotone)
@@ -383,28 +416,22 @@ export class GraphView {
         for (const i of this.shownEdgeList)
           if (!pr.edge[i]) {
             this.edgeEl[i]!.remove();
-            this.visEl[i]!.remove();
             this.shownE[i] = 0;
           }
       // insertions, keeping each kind's groups in ascending weight order (strongest on top)
       const next: Record<EdgeKind, Element | null> = { resid: null, ffn: null, attn: null };
-      const nextVis: Record<EdgeKind, Element | null> = { resid: null, ffn: null, attn: null };
       const list = pr.edgeList;
       for (let k = list.length - 1; k >= 0; k--) {
         const i = list[k];
         const kind = p.edges[i].kind;
         if (this.shownE[i]) {
           next[kind] = this.edgeEl[i]!;
-          nextVis[kind] = this.visEl[i]!;
           continue;
         }
         if (this.edgeEl[i]) this.placeEdge(i);
         const el = this.edgeEl[i] ?? this.createEdge(i);
-        const vis = this.visEl[i]!;
         this.gHits[kind].insertBefore(el, next[kind]);
-        this.gEdges[kind].insertBefore(vis, nextVis[kind]);
         next[kind] = el;
-        nextVis[kind] = vis;
         this.shownE[i] = 1;
       }
     }
@@ -431,6 +458,7 @@ export class GraphView {
     this.shownNodeList = pr.nodeList;
     this.pr = pr;
     this.applySelection();
+    this.queueCanvas();
     this.lastDomMs = performance.now() - t0;
     this.schedulePrecreate();
   }
@@ -479,21 +507,14 @@ export class GraphView {
   private applySelection(): void {
     const el = this.elementOf(this.selection);
     if (el === this.selected) return;
-    if (this.selected) {
-      this.selected.classList.remove("sel");
-      this.visOf(this.selected)?.classList.remove("sel");
-    }
-    if (el) {
-      el.classList.add("sel");
-      this.visOf(el)?.classList.add("sel");
-    }
+    if (this.selected) this.selected.classList.remove("sel");
+    if (el) el.classList.add("sel");
     this.selected = el;
-  }
-
-  private visOf(el: Element): Element | undefined {
-    if (el.getAttribute("data-testid") !== "graph-edge") return undefined;
-    const i = this.elIndex.get(el);
-    return i === undefined ? undefined : this.visEl[i];
+    const sel = el && el.getAttribute("data-testid") === "graph-edge" ? this.elIndex.get(el) ?? -1 : -1;
+    if (sel !== this.selEdge) {
+      this.selEdge = sel;
+      this.queueCanvas();
+    }
   }
 
   private onOver(e: PointerEvent): void {
@@ -551,21 +572,21 @@ export class GraphView {
         this.highlighted.push(el);
       }
     }
-    for (const i of edges) {
-      const el = this.visEl[i];
-      if (el && this.shownE[i]) {
-        el.classList.add("hl");
-        this.highlighted.push(el);
-      }
-    }
+    this.hlEdges.clear();
+    for (const i of edges) if (this.shownE[i]) this.hlEdges.add(i);
+    this.focusOn = true;
+    this.queueCanvas();
     this.svg.classList.add("focus");
   }
 
   private clearHighlight(): void {
-    if (!this.highlighted.length && !this.svg.classList.contains("focus")) return;
+    if (!this.highlighted.length && !this.svg.classList.contains("focus") && !this.focusOn) return;
     for (const el of this.highlighted) el.classList.remove("hl");
     this.highlighted = [];
     this.svg.classList.remove("focus");
+    this.focusOn = false;
+    this.hlEdges.clear();
+    this.queueCanvas();
   }
 
   private tokLabel(pos: number): string {
@@ -674,6 +695,14 @@ export class GraphView {
     this.axisYBg.setAttribute("height", String(this.h));
     this.axisXBg.setAttribute("width", String(this.w));
     this.gAxisX.setAttribute("transform", `translate(0,${this.h - AXIS_X_H})`);
+    const dpr = window.devicePixelRatio || 1;
+    const cw = Math.round(this.w * dpr);
+    const ch = Math.round(this.h * dpr);
+    if (this.canvas.width !== cw || this.canvas.height !== ch) {
+      this.canvas.width = cw;
+      this.canvas.height = ch;
+    }
+    this.drawCanvas();
     if (this.layout && !this.userMoved) this.initialView();
     this.queueAxes();
   }
@@ -739,6 +768,109 @@ export class GraphView {
     const x = this.t.applyX(this.layout.colX[pos]);
     const { w } = this.size();
     if (x < AXIS_Y_W + 20 || x > w - 20) this.zoomer.translateBy(this.d3svg, (w / 2 - x) / this.t.k, 0);
+  }
+
+  private queueCanvas(): void {
+    if (this.canvasQueued) return;
+    this.canvasQueued = true;
+    requestAnimationFrame(() => {
+      this.canvasQueued = false;
+      this.drawCanvas();
+    });
+  }
+
+  /** Paint the background, the layer bands and the drawn edges, batched into one stroke per
+   * kind and weight bucket (weakest first, so the strongest lie on top). */
+  private drawCanvas(): void {
+    const ctx = this.ctx;
+    const cv = this.canvas;
+    const dpr = cv.width / Math.max(1, this.w);
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.globalAlpha = 1;
+    ctx.fillStyle = "#FFFFFF";
+    ctx.fillRect(0, 0, cv.width, cv.height);
+    const L = this.layout;
+    const p = this.p;
+    if (!L || !p) return;
+    const t = this.t;
+    const k = t.k;
+    ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * t.x, dpr * t.y);
+    // bands (the SVG copies are hidden in the live view and kept for the export)
+    for (const r of Array.from(this.gBands.children)) {
+      const fill = r.getAttribute("fill")!;
+      ctx.globalAlpha = Number(r.getAttribute("opacity") ?? 1);
+      ctx.fillStyle = fill;
+      ctx.fillRect(Number(r.getAttribute("x")), Number(r.getAttribute("y")), Number(r.getAttribute("width")), Number(r.getAttribute("height")));
+    }
+    const pr = this.pr;
+    if (!pr) return;
+    const NB = 32;
+    const kinds: EdgeKind[] = ["resid", "ffn", "attn"];
+    const buckets: Record<EdgeKind, number[][]> = { resid: [], ffn: [], attn: [] };
+    const hl: number[] = [];
+    for (const i of pr.edgeList) {
+      if (this.focusOn && this.hlEdges.has(i)) {
+        hl.push(i);
+        continue;
+      }
+      const e = p.edges[i];
+      const b = Math.min(NB - 1, Math.floor(Math.sqrt(clamp(e.weight, 0, 1)) * NB));
+      (buckets[e.kind][b] ??= []).push(i);
+    }
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    const nodes = p.nodes;
+    const trace = (i: number) => {
+      const e = p.edges[i];
+      const [x1, y1] = nodeXY(L, nodes[e.s]);
+      const [x2, y2] = nodeXY(L, nodes[e.t]);
+      ctx.moveTo(x1, y1);
+      if (e.kind === "attn") {
+        if (Math.abs(x1 - x2) < 0.5) {
+          const c = Math.min(12, L.colW[nodes[e.s].pos] * 0.25);
+          ctx.bezierCurveTo(x1 - c, y1 - (y1 - y2) * 0.2, x2 - c, y2 + (y1 - y2) * 0.2, x2, y2);
+        } else {
+          const ym = (y1 + y2) / 2;
+          ctx.bezierCurveTo(x1, ym, x2, ym, x2, y2);
+        }
+      } else ctx.lineTo(x2, y2);
+    };
+    for (const kind of kinds) {
+      ctx.strokeStyle = COLORS[kind];
+      const bs = buckets[kind];
+      for (let b = 0; b < NB; b++) {
+        const list = bs[b];
+        if (!list) continue;
+        // style of the bucket's mean weight (non-scaling widths: screen pixels)
+        let sw = 0;
+        for (const i of list) sw += p.edges[i].weight;
+        const st = edgeStyle(kind, sw / list.length);
+        ctx.globalAlpha = this.focusOn ? 0.06 : st.opacity;
+        ctx.lineWidth = st.width / k;
+        ctx.beginPath();
+        for (const i of list) trace(i);
+        ctx.stroke();
+      }
+    }
+    for (const i of hl) {
+      const e = p.edges[i];
+      const st = edgeStyle(e.kind, e.weight);
+      ctx.globalAlpha = 1;
+      ctx.strokeStyle = COLORS[e.kind];
+      ctx.lineWidth = st.width / k;
+      ctx.beginPath();
+      trace(i);
+      ctx.stroke();
+    }
+    if (this.selEdge >= 0 && this.shownE[this.selEdge]) {
+      ctx.globalAlpha = 1;
+      ctx.strokeStyle = COLORS.sel;
+      ctx.lineWidth = 3.5 / k;
+      ctx.beginPath();
+      trace(this.selEdge);
+      ctx.stroke();
+    }
+    ctx.globalAlpha = 1;
   }
 
   private queueAxes(): void {
@@ -873,14 +1005,23 @@ export class GraphView {
       return c;
     };
     g.append(strip(this.gBands));
+    // the live view paints edges on a canvas: build SVG strokes for the export only
     for (const kind of ["resid", "ffn", "attn"] as EdgeKind[]) {
       const eg = svg("g");
-      for (const el of Array.from(this.gEdges[kind].children)) {
-        const c = strip(el);
-        c.setAttribute("fill", "none");
-        c.setAttribute("stroke", COLORS[kind]);
-        c.setAttribute("stroke-linecap", "round");
-        eg.append(c);
+      for (const i of this.shownEdgeList) {
+        const e = this.p!.edges[i];
+        if (e.kind !== kind) continue;
+        const st = edgeStyle(e.kind, e.weight);
+        eg.append(
+          svg("path", {
+            d: edgePath(L, this.p!, e).vis,
+            "stroke-width": st.width.toFixed(2),
+            "stroke-opacity": st.opacity.toFixed(3),
+            fill: "none",
+            stroke: COLORS[kind],
+            "stroke-linecap": "round",
+          }),
+        );
       }
       g.append(eg);
     }
