@@ -770,7 +770,9 @@ class App {
         } else this.draw(t0);
       }
     }
-    this.syncUrl(dragging);
+    // the URL is written after the frame is painted: history.replaceState would force the
+    // new elements' style to be computed before the paint, inside the redraw
+    this.syncUrl(true);
   }
   drawTimer: number | undefined;
 
