@@ -13,6 +13,8 @@ from .errors import (
     UnsupportedArchitectureError,
 )
 from .models.loading import load, wrap
+from .models.model import Model
+from .store import TraceStore
 
 __version__ = "0.1.0"
 
@@ -20,9 +22,11 @@ __all__ = [
     "DownloadError",
     "EmptyPromptError",
     "InvalidArgumentError",
+    "Model",
     "ModelNotFoundError",
     "PromptTooLongError",
     "RoutelensError",
+    "TraceStore",
     "UnknownModelError",
     "UnsupportedArchitectureError",
     "load",

@@ -1,9 +1,10 @@
-"""The command line: `routelens trace | check | models`."""
+"""The command line: `routelens trace | check | models | cache | serve`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -42,6 +43,18 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="compute dtype (importances are always fp32)")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     p.add_argument("--device-map", default=None, help="passed to transformers, e.g. auto to spread a big model over GPUs")
+    _add_store_option(p)
+
+
+def _add_store_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-store", action="store_true", help="neither read nor write the persistent trace store (or set ROUTELENS_STORE=off)")
+
+
+def _store(args: argparse.Namespace):
+    """The trace store to use: False when --no-store, else the environment's (None if off)."""
+    from .store import default_store
+
+    return False if getattr(args, "no_store", False) else (default_store() or False)
 
 
 def _load(args: argparse.Namespace):
@@ -71,11 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the embedded catalog and what is cached locally")
 
+    p = sub.add_parser("cache", help="the persistent trace store: ls, info, clear")
+    p.add_argument("action", choices=["ls", "info", "clear"], help="ls: list stored traces; info: size and place; clear: remove all")
+
     p = sub.add_parser("serve", help="start the web app")
     p.add_argument("--config", default=None, help="a JSON configuration (the LLM Transparency Tool's format works)")
     p.add_argument("--model", default=None, help="the model to load at start (default: the configuration's, else the catalog default)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
+    _add_store_option(p)
     return parser
 
 
@@ -86,7 +103,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--threshold must be between 0 and 1, not {args.threshold}")
     model = _load(args)
     with step(f"tracing {len(args.prompt)} characters"):
-        trace = model.trace(args.prompt, norm=1 if args.norm == "l1" else 2, chat=args.chat)
+        trace = model.trace(args.prompt, norm=1 if args.norm == "l1" else 2, chat=args.chat, store=_store(args))
     target: int | str = args.target if args.target == "all" else _int_arg(args.target, "--target")
     pos = trace.n_positions - 1 if target == "all" else trace.position(target)
     table = Table(title=f"top predictions after {trace.tokens[pos]!r} (position {pos})")
@@ -117,7 +134,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     failed = False
     for prompt in args.prompt or CHECK_PROMPTS:
         with step(f"checking {prompt!r}"):
-            trace = model.trace(prompt)
+            trace = model.trace(prompt, store=_store(args))
             report = trace.check()
             sums = trace.importance_sums_error()
         out_console.print(f"[bold]{prompt!r}[/bold] ({trace.n_positions} tokens)")
@@ -142,6 +159,36 @@ def cmd_models(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    import datetime
+
+    from .store import default_store
+    from .store.store import STORE_ENV, human
+
+    store = default_store()
+    if store is None:
+        out_console.print(f"the trace store is off ({STORE_ENV}={os.environ.get(STORE_ENV)!r})")
+        return 0
+    if args.action == "clear":
+        n = store.clear()
+        out_console.print(f"removed {n} stored trace{'s' if n != 1 else ''} from {store.root}")
+        return 0
+    info = store.info()
+    if args.action == "info":
+        out_console.print(f"trace store: {info['path']}")
+        out_console.print(f"{info['entries']} traces, {info['segments']} importance segments, "
+                          f"{human(info['bytes'])} of a {human(info['budget'])} budget ({STORE_ENV}_BUDGET)")
+        return 0
+    table = Table(title=f"stored traces in {info['path']} ({human(info['bytes'])} of {human(info['budget'])})")
+    for col in ("key", "model", "tokens", "size", "last used", "prompt"):
+        table.add_column(col)
+    for e in store.entries():
+        used = datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")
+        table.add_row(e.key[:12], e.model, str(e.n_tokens), human(e.size), used, repr(e.preview[:40]))
+    out_console.print(table)
+    return 0
+
+
 def _int_arg(value: str, flag: str) -> int:
     try:
         return int(value)
@@ -156,13 +203,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server.config import load_config
 
     config = load_config(args.config, args.model)
+    if args.no_store:
+        config.store = False
     app = create_app(config)
     out_console.print(f"routelens: serving {config.default_model} on http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
-COMMANDS = {"trace": cmd_trace, "check": cmd_check, "models": cmd_models, "serve": cmd_serve}
+COMMANDS = {"trace": cmd_trace, "check": cmd_check, "models": cmd_models, "cache": cmd_cache, "serve": cmd_serve}
 
 
 def _quiet_libraries() -> None:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Tests compute: a trace read back from a store would hide the code under test (and the user's
+# store is not the tests' business). tests/test_store.py makes its own stores; servers started
+# by tests inherit this setting.
+os.environ["ROUTELENS_STORE"] = "off"
 
 
 @pytest.fixture(scope="session")

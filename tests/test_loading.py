@@ -6,30 +6,13 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
-import transformers
-from tokenizers import Tokenizer, models, pre_tokenizers
 
 import routelens as rl
 from routelens.models import catalog
-
-WORDS = ["<unk>", "the", "capital", "of", "france", "is", "paris", "a", "b", "c"]
-
-
-def save_tiny_model(folder: Path, seed: int) -> transformers.PreTrainedModel:
-    torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-    model = transformers.LlamaForCausalLM(cfg)
-    model.save_pretrained(folder)
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>").save_pretrained(folder)
-    return model
-
+from tiny_models import save_tiny_model
 
 def test_local_folder_is_really_used(tmp_path):
     """Two fine-tuned copies of one architecture in two folders give two different models."""

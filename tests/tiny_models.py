@@ -312,3 +312,22 @@ FAMILIES: dict[str, Callable[[], nn.Module]] = {
 
 # Families whose blocks are parallel (attention and FFN both read the block input).
 PARALLEL = {"gpt_neox", "phi", "gptj"}
+
+
+WORDS = ["<unk>", "the", "capital", "of", "france", "is", "paris", "a", "b", "c"]
+
+
+def save_tiny_model(folder, seed: int) -> nn.Module:
+    """A tiny Llama saved as a local model folder (weights, config and a word-level tokenizer)."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    model = transformers.LlamaForCausalLM(cfg)
+    model.save_pretrained(folder)
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>").save_pretrained(folder)
+    return model

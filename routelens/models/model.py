@@ -34,6 +34,10 @@ class Model:
         # Attention patterns are read from the model's own computation; only eager returns them.
         if getattr(hf_model.config, "_attn_implementation", "eager") != "eager":
             hf_model.set_attn_implementation("eager")
+        from ..store.identity import parameter_guard
+
+        # the parameters as loaded: a stored trace is keyed by the weight files only while they match
+        self.loaded_guard = parameter_guard(hf_model)
 
     @property
     def name(self) -> str:
@@ -83,11 +87,21 @@ class Model:
         return torch.tensor(ids, dtype=torch.long)
 
     # ---- tracing ------------------------------------------------------------------------------
-    def trace(self, prompt: str | list[int], *, norm: int = 1, chat: bool = False):
-        """Run the model once on `prompt` and return a Trace (importances are computed on demand)."""
+    def trace(self, prompt: str | list[int], *, norm: int = 1, chat: bool = False, store: Any = None):
+        """Run the model once on `prompt` and return a Trace (importances are computed on demand).
+
+        `store`: None uses the persistent trace store the environment names (on by default,
+        `ROUTELENS_STORE=off` disables it), False bypasses it, or pass a `TraceStore`. A stored
+        trace is served without running the model, with the importances computed before.
+        """
+        from ..store import default_store
         from ..trace.capture import run_with_capture
         from ..trace.trace import Trace
 
+        if norm not in (1, 2):
+            raise InvalidArgumentError(f"norm must be 1 (L1, the default) or 2 (L2), not {norm!r}")
         ids = self.tokenize(prompt, chat=chat)
-        capture = run_with_capture(self.adapter, ids)
-        return Trace(self, capture, norm=norm)
+        chosen = default_store() if store is None else (store or None)
+        if chosen is None:
+            return Trace(self, run_with_capture(self.adapter, ids), norm=norm)
+        return chosen.trace(self, ids, norm, lambda: run_with_capture(self.adapter, ids))

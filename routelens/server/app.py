@@ -150,12 +150,17 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         if entry is None:
             slot = registry.get(name, timeout=600)
             with slot.lock:
-                trace = slot.model.trace(body.prompt, norm=norm, chat=body.chat)
+                trace = slot.model.trace(body.prompt, norm=norm, chat=body.chat, store=None if config.store else False)
                 predictions = trace.predictions(k=5)
             entry = TraceEntry(trace_id=trace_id, slot=slot, trace=trace, predictions=predictions)
             traces.put(entry)
         trace = entry.trace
-        timings = {"forward": round(trace.capture.forward_seconds, 4), "total": round(time.perf_counter() - start, 4), "cached": cached}
+        timings = {
+            "forward": round(trace.capture.forward_seconds, 4),
+            "total": round(time.perf_counter() - start, 4),
+            "cached": cached,
+            "stored": bool(trace.capture.extra.get("stored")),  # read back from the persistent store
+        }
         return {
             "trace_id": trace_id,
             "model": name,

@@ -38,6 +38,7 @@ class ServerConfig(BaseModel):
     max_user_string_length: int = 4000
     allow_custom_models: bool = True
     max_traces: int = 32
+    store: bool = True  # read and write the persistent trace store ($ROUTELENS_STORE, off with --no-store)
     base_dir: Path = Path(".")
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -88,6 +88,8 @@ class Trace:
         self._attn_rows: list[dict[int, AttentionRow]] = [{} for _ in capture.layers]
         self._ffn_rows: list[dict[int, FfnRow]] = [{} for _ in capture.layers]
         self._parallel = [self.adapter.spec(i).parallel for i in range(self.adapter.n_layers)]
+        self._unsaved: set[tuple[str, int, int]] = set()  # rows computed since the store last saw them
+        self.on_new_rows: Callable[[Trace], None] | None = None  # the store's writer, when one is attached
 
     # ---- the residual stream ---------------------------------------------------------------
     @property
@@ -141,11 +143,12 @@ class Trace:
             for k, pos in enumerate(missing):
                 cache[pos] = AttentionRow(
                     resid=float(imp.resid[k]),
-                    heads=imp.heads[k, :, : pos + 1].cpu(),
+                    heads=imp.heads[k, :, : pos + 1].cpu().contiguous(),  # a copy: a view would pin the whole batch
                     bias=float(imp.bias[k]),
                     ffn=float(imp.ffn[k]) if imp.ffn is not None else None,
                     degenerate=bool(imp.degenerate[k]),
                 )
+                self._unsaved.add(("attn", layer, pos))
         return {p: cache[q] for p, q in zip(positions, index)}
 
     def ffn_rows(self, layer: int, positions: list[int]) -> dict[int, FfnRow]:
@@ -160,6 +163,7 @@ class Trace:
             imp = ffn_node_importances(missing, self.mid(layer), cap.ffn_write, cap.resid_out, self.norm)
             for k, pos in enumerate(missing):
                 cache[pos] = FfnRow(resid=float(imp.resid[k]), ffn=float(imp.ffn[k]), degenerate=bool(imp.degenerate[k]))
+                self._unsaved.add(("ffn", layer, pos))
         return {p: cache[q] for p, q in zip(positions, index)}
 
     # ---- routes --------------------------------------------------------------------------------
@@ -175,7 +179,25 @@ class Trace:
             targets = sorted({self.position(t) for t in target})
         else:
             targets = [self.position(target)]
-        return build_route(self, targets, float(threshold), full=target == "all")
+        graph = build_route(self, targets, float(threshold), full=target == "all")
+        if self._unsaved and self.on_new_rows is not None:
+            self.on_new_rows(self)
+        return graph
+
+    # ---- rows kept by the trace store --------------------------------------------------------
+    def restore_rows(self, attn: dict[tuple[int, int], AttentionRow], ffn: dict[tuple[int, int], FfnRow]) -> None:
+        """Put importance rows computed earlier (by another process, read from the store) back."""
+        for (layer, pos), row in attn.items():
+            self._attn_rows[layer][pos] = row
+        for (layer, pos), frow in ffn.items():
+            self._ffn_rows[layer][pos] = frow
+
+    def take_unsaved_rows(self) -> tuple[dict[tuple[int, int], AttentionRow], dict[tuple[int, int], FfnRow]]:
+        """The rows computed since the last call, keyed (layer, position)."""
+        attn = {(layer, pos): self._attn_rows[layer][pos] for kind, layer, pos in self._unsaved if kind == "attn"}
+        ffn = {(layer, pos): self._ffn_rows[layer][pos] for kind, layer, pos in self._unsaved if kind == "ffn"}
+        self._unsaved.clear()
+        return attn, ffn
 
     # ---- vocabulary ---------------------------------------------------------------------------
     def node_value(self, kind: str, layer: int, pos: int) -> torch.Tensor:
