@@ -108,7 +108,9 @@ def test_second_identical_trace_runs_no_forward_pass(tmp_path):
 def test_stored_importances_are_reused(tmp_path, monkeypatch):
     store = TraceStore(tmp_path)
     model = tiny()
-    g1 = graph_json(model.trace(PROMPT, store=store), threshold=0.01)
+    first = model.trace(PROMPT, store=store)
+    predictions = first.predictions(k=5)
+    g1 = graph_json(first, threshold=0.01)
     from routelens.trace import trace as trace_module
 
     def fail(*_a, **_k):
@@ -116,7 +118,10 @@ def test_stored_importances_are_reused(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trace_module, "attention_node_importances", fail)
     monkeypatch.setattr(trace_module, "ffn_node_importances", fail)
-    assert graph_json(model.trace(PROMPT, store=store), threshold=0.01) == g1
+    second = model.trace(PROMPT, store=store)
+    assert 5 in second._predictions  # read back, not recomputed
+    assert second.predictions(k=5) == predictions == model.trace(PROMPT, store=False).predictions(k=5)
+    assert graph_json(second, threshold=0.01) == g1
 
 
 @pytest.mark.parametrize("change", ["prompt", "revision", "weights", "dtype", "config"])
@@ -386,3 +391,18 @@ def test_a_restarted_server_reads_traces_back_from_the_store(tmp_path, monkeypat
     config.store = False
     with TestClient(create_app(config, preload=False)) as client:
         assert client.post("/api/trace", json=body).json()["timings"]["stored"] is False
+
+
+def test_many_row_segments_are_merged_into_one(tmp_path):
+    store = TraceStore(tmp_path)
+    model = tiny()
+    first = model.trace(PROMPT, store=store)
+    graphs = [graph_json(first, target=t, threshold=0.0) for t in range(6)]  # each computes new rows
+    predictions = first.predictions(k=3)
+    assert store.info()["segments"] >= 6
+    second = model.trace(PROMPT, store=store)
+    assert store.info()["segments"] == 1
+    assert len(list(store.blobs.iterdir())) == 2
+    third = model.trace(PROMPT, store=store)
+    assert [graph_json(third, target=t, threshold=0.0) for t in range(6)] == graphs
+    assert third.predictions(k=3) == predictions == second.predictions(k=3)

@@ -154,45 +154,49 @@ class LazyCapture(Capture):
 
 
 # ---- importance rows ------------------------------------------------------------------------------
-def rows_tensors(attn: dict[tuple[int, int], AttentionRow], ffn: dict[tuple[int, int], FfnRow]) -> dict[str, torch.Tensor]:
-    """Importance rows as tensors: per layer positions, scalars (float64, exact) and head rows."""
+Predictions = dict[int, tuple[torch.Tensor, torch.Tensor]]
+
+
+def rows_tensors(attn: dict[tuple[int, int], AttentionRow], ffn: dict[tuple[int, int], FfnRow],
+                 predictions: Predictions | None = None) -> dict[str, torch.Tensor]:
+    """Importance rows and top-k predictions as a few tensors: one float64 table per node kind
+    (layer, position and the scalar importances, exact), all head rows concatenated, and the
+    predictions' ids and probabilities per k."""
     out: dict[str, torch.Tensor] = {}
-    for layer in sorted({k[0] for k in attn}):
-        items = sorted((pos, row) for (lay, pos), row in attn.items() if lay == layer)
-        out[f"attn.{layer}.pos"] = torch.tensor([p for p, _ in items], dtype=torch.long)
-        out[f"attn.{layer}.scalars"] = torch.tensor(
-            [[r.resid, r.bias, float("nan") if r.ffn is None else r.ffn, float(r.degenerate)] for _, r in items],
+    for k, (ids, probs) in (predictions or {}).items():
+        out[f"pred.{k}.ids"], out[f"pred.{k}.probs"] = ids.contiguous(), probs.contiguous()
+    if attn:
+        items = sorted(attn.items())
+        out["attn.table"] = torch.tensor(
+            [[lay, pos, r.resid, r.bias, float("nan") if r.ffn is None else r.ffn, float(r.degenerate)] for (lay, pos), r in items],
             dtype=torch.float64,
         )
-        out[f"attn.{layer}.heads"] = torch.cat([r.heads.reshape(-1) for _, r in items]).contiguous()
-    for layer in sorted({k[0] for k in ffn}):
-        items = sorted((pos, row) for (lay, pos), row in ffn.items() if lay == layer)
-        out[f"ffn.{layer}.pos"] = torch.tensor([p for p, _ in items], dtype=torch.long)
-        out[f"ffn.{layer}.scalars"] = torch.tensor([[r.resid, r.ffn, float(r.degenerate)] for _, r in items], dtype=torch.float64)
+        out["attn.heads"] = torch.cat([r.heads.reshape(-1) for _, r in items]).contiguous()
+    if ffn:
+        out["ffn.table"] = torch.tensor(
+            [[lay, pos, r.resid, r.ffn, float(r.degenerate)] for (lay, pos), r in sorted(ffn.items())], dtype=torch.float64
+        )
     return out
 
 
-def rows_from_tensors(t: dict[str, torch.Tensor], n_heads: int) -> tuple[dict[tuple[int, int], AttentionRow], dict[tuple[int, int], FfnRow]]:
+def rows_from_tensors(t: dict[str, torch.Tensor], n_heads: int
+                      ) -> tuple[dict[tuple[int, int], AttentionRow], dict[tuple[int, int], FfnRow], Predictions]:
     attn: dict[tuple[int, int], AttentionRow] = {}
     ffn: dict[tuple[int, int], FfnRow] = {}
+    preds: Predictions = {}
     for name in t:
-        kind, layer_s, what = name.split(".")
-        if what != "pos":
-            continue
-        layer = int(layer_s)
-        positions = t[name].tolist()
-        scalars = t[f"{kind}.{layer}.scalars"].tolist()
-        if kind == "attn":
-            heads = t[f"attn.{layer}.heads"]
-            offset = 0
-            for pos, (resid, bias, f, deg) in zip(positions, scalars):
-                size = n_heads * (pos + 1)
-                attn[(layer, pos)] = AttentionRow(
-                    resid=resid, heads=heads[offset : offset + size].reshape(n_heads, pos + 1).clone(), bias=bias,
-                    ffn=None if f != f else f, degenerate=bool(deg),
-                )
-                offset += size
-        else:
-            for pos, (resid, f, deg) in zip(positions, scalars):
-                ffn[(layer, pos)] = FfnRow(resid=resid, ffn=f, degenerate=bool(deg))
-    return attn, ffn
+        if name.startswith("pred.") and name.endswith(".ids"):
+            k = name.split(".")[1]
+            preds[int(k)] = (t[name].clone(), t[f"pred.{k}.probs"].clone())
+    if "attn.table" in t:
+        heads = t["attn.heads"]
+        sizes = [n_heads * (int(row[1]) + 1) for row in t["attn.table"].tolist()]
+        # one aligned allocation per row, as a fresh computation makes: float sums round by alignment
+        chunks = [c.clone() for c in heads.split(sizes)]
+        for (lay, pos, resid, bias, f, deg), chunk in zip(t["attn.table"].tolist(), chunks):
+            attn[(int(lay), int(pos))] = AttentionRow(resid=resid, heads=chunk.view(n_heads, int(pos) + 1), bias=bias,
+                                                      ffn=None if f != f else f, degenerate=bool(deg))
+    if "ffn.table" in t:
+        for lay, pos, resid, f, deg in t["ffn.table"].tolist():
+            ffn[(int(lay), int(pos))] = FfnRow(resid=resid, ffn=f, degenerate=bool(deg))
+    return attn, ffn, preds

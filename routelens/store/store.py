@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 STORE_ENV = "ROUTELENS_STORE"
 BUDGET_ENV = "ROUTELENS_STORE_BUDGET"
 DEFAULT_BUDGET = 4 << 30
+COMPACT_AFTER = 4  # segments of one entry read back before they are merged into one
 ORPHAN_AGE_S = 3600.0  # a blob no row names is an orphan once it is this old (a writer may be mid-commit)
 OFF_VALUES = {"off", "0", "false", "no", "none", "disable", "disabled"}
 
@@ -246,8 +247,9 @@ class TraceStore:
         self._unlink(files)
 
     # ---- importance rows -------------------------------------------------------------------------
-    def put_rows(self, key: str, norm: int, tensors: dict[str, torch.Tensor]) -> bool:
-        """Add a segment of importance rows to an entry (dropped if the entry is gone)."""
+    def put_rows(self, key: str, norm: int, tensors: dict[str, torch.Tensor], replaces: tuple[int, ...] | list[int] = ()) -> bool:
+        """Add a segment of importance rows to an entry (dropped if the entry is gone); the
+        segments `replaces` names are removed in the same transaction (compaction)."""
         if not tensors:
             return False
         checksums = {name: crc(t) for name, t in tensors.items()}
@@ -258,15 +260,19 @@ class TraceStore:
                 db.execute("ROLLBACK")
                 self._unlink([file])
                 return False
-            doomed = self._make_room(db, size, keep=key)
+            doomed = []
+            for seg_id in replaces:
+                doomed += [r[0] for r in db.execute("SELECT file FROM segments WHERE id = ?", (seg_id,))]
+                db.execute("DELETE FROM segments WHERE id = ?", (seg_id,))
+            doomed += self._make_room(db, size, keep=key)
             db.execute("INSERT INTO segments (key, norm, file, size, tensors, created) VALUES (?,?,?,?,?,?)",
                        (key, norm, file, size, json.dumps(checksums), time.time()))
             db.execute("COMMIT")
         self._unlink(doomed)
         return True
 
-    def rows(self, key: str, norm: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Each intact segment of rows; a damaged one is dropped with a warning."""
+    def rows(self, key: str, norm: int) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        """Each intact segment of rows (id, tensors); a damaged one is dropped with a warning."""
         with closing(self._connect()) as db:
             segs = db.execute("SELECT id, file, tensors FROM segments WHERE key = ? AND norm = ? ORDER BY id", (key, norm)).fetchall()
         for seg_id, file, tensors in segs:
@@ -284,7 +290,7 @@ class TraceStore:
                     db.execute("DELETE FROM segments WHERE id = ?", (seg_id,))
                 self._unlink([file])
                 continue
-            yield out
+            yield seg_id, out
 
     # ---- the one entry point the API uses ----------------------------------------------------------
     def trace(self, model: Model, token_ids: torch.Tensor, norm: int, run: Callable[[], Capture]) -> Trace:
@@ -307,14 +313,20 @@ class TraceStore:
             capture = fresh()
         trace = Trace(model, capture, norm=norm)
         if getattr(capture, "extra", {}).get("stored"):
-            for seg in self.rows(key, norm):
+            read = []
+            for seg_id, seg in self.rows(key, norm):
                 trace.restore_rows(*rows_from_tensors(seg, model.adapter.n_heads))
+                read.append(seg_id)
+            if len(read) > COMPACT_AFTER:  # many small segments (one per graph that computed rows): merge them
+                try:
+                    self.put_rows(key, norm, rows_tensors(*trace.all_rows()), replaces=read)
+                except (OSError, sqlite3.Error):
+                    pass  # compaction is an optimisation; the segments stay valid
         trace.store_key = key  # type: ignore[attr-defined]
 
         def save_rows(t: Trace) -> None:
-            attn, ffn = t.take_unsaved_rows()
             try:
-                self.put_rows(key, norm, rows_tensors(attn, ffn))
+                self.put_rows(key, norm, rows_tensors(*t.take_unsaved_rows()))
             except (OSError, sqlite3.Error) as err:
                 warnings.warn(f"routelens: could not save importance rows to the store: {err}", RuntimeWarning, stacklevel=2)
 

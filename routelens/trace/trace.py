@@ -88,6 +88,7 @@ class Trace:
         self._attn_rows: list[dict[int, AttentionRow]] = [{} for _ in capture.layers]
         self._ffn_rows: list[dict[int, FfnRow]] = [{} for _ in capture.layers]
         self._parallel = [self.adapter.spec(i).parallel for i in range(self.adapter.n_layers)]
+        self._predictions: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # k -> (ids, probs) [T, k]
         self._unsaved: set[tuple[str, int, int]] = set()  # rows computed since the store last saw them
         self.on_new_rows: Callable[[Trace], None] | None = None  # the store's writer, when one is attached
 
@@ -180,24 +181,38 @@ class Trace:
         else:
             targets = [self.position(target)]
         graph = build_route(self, targets, float(threshold), full=target == "all")
-        if self._unsaved and self.on_new_rows is not None:
-            self.on_new_rows(self)
+        self._hand_to_store()
         return graph
 
+    def _hand_to_store(self) -> None:
+        if self._unsaved and self.on_new_rows is not None:
+            self.on_new_rows(self)
+
     # ---- rows kept by the trace store --------------------------------------------------------
-    def restore_rows(self, attn: dict[tuple[int, int], AttentionRow], ffn: dict[tuple[int, int], FfnRow]) -> None:
-        """Put importance rows computed earlier (by another process, read from the store) back."""
+    def restore_rows(self, attn: dict[tuple[int, int], AttentionRow], ffn: dict[tuple[int, int], FfnRow],
+                     predictions: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Put importance rows and predictions computed earlier (read from the store) back."""
+        self._predictions.update(predictions or {})
         for (layer, pos), row in attn.items():
             self._attn_rows[layer][pos] = row
         for (layer, pos), frow in ffn.items():
             self._ffn_rows[layer][pos] = frow
 
-    def take_unsaved_rows(self) -> tuple[dict[tuple[int, int], AttentionRow], dict[tuple[int, int], FfnRow]]:
-        """The rows computed since the last call, keyed (layer, position)."""
+    def all_rows(self) -> tuple[dict[tuple[int, int], AttentionRow], dict[tuple[int, int], FfnRow],
+                                dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """Every row and prediction computed or restored so far (what a merged store segment holds)."""
+        attn = {(layer, pos): row for layer, rows in enumerate(self._attn_rows) for pos, row in rows.items()}
+        ffn = {(layer, pos): row for layer, rows in enumerate(self._ffn_rows) for pos, row in rows.items()}
+        return attn, ffn, dict(self._predictions)
+
+    def take_unsaved_rows(self) -> tuple[dict[tuple[int, int], AttentionRow], dict[tuple[int, int], FfnRow],
+                                         dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """What was computed since the last call: rows keyed (layer, position), predictions by k."""
         attn = {(layer, pos): self._attn_rows[layer][pos] for kind, layer, pos in self._unsaved if kind == "attn"}
         ffn = {(layer, pos): self._ffn_rows[layer][pos] for kind, layer, pos in self._unsaved if kind == "ffn"}
+        preds = {k: self._predictions[k] for kind, k, _ in self._unsaved if kind == "pred"}
         self._unsaved.clear()
-        return attn, ffn
+        return attn, ffn, preds
 
     # ---- vocabulary ---------------------------------------------------------------------------
     def node_value(self, kind: str, layer: int, pos: int) -> torch.Tensor:
@@ -230,14 +245,22 @@ class Trace:
 
     def predictions(self, k: int = 5, chunk: int = 64) -> list[list[dict]]:
         """The model's top-k next-token predictions at every position (vocab-sized logits in chunks)."""
-        final = self.resid(self.n_layers)
+        if k not in self._predictions:
+            final = self.resid(self.n_layers)
+            ids, values = [], []
+            for start in range(0, self.n_positions, chunk):
+                probs = vocab.logit_lens(self.adapter, final[start : start + chunk]).softmax(-1)
+                v, i = probs.topk(k, dim=-1)
+                ids.append(i.cpu())
+                values.append(v.float().cpu())
+            self._predictions[k] = (torch.cat(ids), torch.cat(values))
+            self._unsaved.add(("pred", k, 0))
+            self._hand_to_store()
+        ids_t, values_t = self._predictions[k]
         out: list[list[dict]] = []
-        for start in range(0, self.n_positions, chunk):
-            probs = vocab.logit_lens(self.adapter, final[start : start + chunk]).softmax(-1)
-            values, ids = probs.topk(k, dim=-1)
-            for row_ids, row_values in zip(ids.tolist(), values.tolist()):
-                names = self.model.token_strings(row_ids)
-                out.append([{"token": n, "id": i, "prob": p} for n, i, p in zip(names, row_ids, row_values)])
+        for row_ids, row_values in zip(ids_t.tolist(), values_t.tolist()):
+            names = self.model.token_strings(row_ids)
+            out.append([{"token": n, "id": i, "prob": p} for n, i, p in zip(names, row_ids, row_values)])
         return out
 
     def top_tokens(self, kind: str, layer: int, pos: int, k: int = 10, *, apply_norm: bool = True) -> list[dict]:
