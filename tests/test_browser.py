@@ -153,3 +153,58 @@ def test_error_banner_on_bad_input(page, server):
     banner = page.get_by_test_id("error-banner")
     banner.wait_for()
     assert "characters" in banner.inner_text() or "long" in banner.inner_text()
+
+
+LONG_PROMPT = ("The old river city lay north of the stone market, and every winter the garden music "
+               "drifted over the paper letters on the silver window while the morning harbor bridge "
+               "told its story to the mountain")
+
+
+def settle(page) -> None:
+    """Wait until the app has attached every hook and built its canvas layers (idle-time work)."""
+    page.wait_for_function("window.__routelensDebug && window.__routelensDebug.ready")
+
+
+def test_pruned_edges_and_nodes_do_not_match_the_hooks(page, server):
+    run_prompt(page, server, LONG_PROMPT)
+    settle(page)
+    assert page.evaluate("window.__routelensDebug.checkPrune()") == []
+    counts = []
+    for tau in (0.01, 0.05, 0.2, 0.01):
+        page.evaluate("t => window.__routelensDebug.setThreshold(t)", tau)
+        stats = page.evaluate("window.__routelensDebug.stats()")
+        edges = page.locator("[data-testid=graph-edge]").evaluate_all(
+            "els => els.map(e => e.dataset.kind + '|' + e.dataset.source + '|' + e.dataset.target)")
+        nodes = page.locator("[data-testid=graph-node]").evaluate_all("els => els.map(e => e.dataset.id)")
+        # exactly one hook per drawn edge and node
+        assert len(edges) == len(set(edges)) == stats["edges"]
+        assert len(nodes) == len(set(nodes)) == stats["nodes"]
+        # the pruned ones stay in the DOM (so that a redraw attaches nothing), without the hook
+        pruned_e = page.evaluate("document.querySelectorAll('svg.graph .edge:not([data-testid])').length")
+        pruned_n = page.evaluate("document.querySelectorAll('svg.graph .node:not([data-testid])').length")
+        assert pruned_e == stats["fetched"]["edges"] - stats["edges"]
+        assert pruned_n == stats["fetched"]["nodes"] - stats["nodes"]
+        counts.append(stats["edges"])
+    assert counts[0] > counts[1] > counts[2] and counts[3] == counts[0]
+
+
+def test_hover_and_clicks_work_on_a_dense_graph(page, server):
+    run_prompt(page, server, LONG_PROMPT)
+    page.evaluate("window.__routelensDebug.setThreshold(0.01)")
+    settle(page)
+    assert edge_count(page) > 1000
+    # the strongest attention edge lies on top of the hooks: hover shows its numbers, a click
+    # (hit-tested at its centre, no force) opens the head panel
+    edge = page.locator("[data-testid=graph-edge][data-kind=attn]").last
+    edge.hover()
+    tooltip = page.locator(".tooltip")
+    tooltip.wait_for(state="visible")
+    assert "attention edge" in tooltip.inner_text()
+    edge.click()
+    page.get_by_test_id("head-panel").wait_for()
+    page.locator("[data-testid=graph-node][data-kind=ffn]").last.click()
+    page.get_by_test_id("neuron-panel").locator("[data-activation]").first.wait_for()
+    # back to a high threshold: the drawn hooks stay clickable over the pruned ones
+    page.evaluate("window.__routelensDebug.setThreshold(0.1)")
+    page.locator("[data-testid=graph-node][data-kind=block]").last.click()
+    page.get_by_test_id("token-panel").wait_for()

@@ -5,7 +5,7 @@
 import "./styles.css";
 import { ApiError, onRequest, qs, request, requestLog } from "./api";
 import type { Config, Facts, Graph, ModelStatus, Selection, TraceResp } from "./types";
-import { type Prepared, type Pruned, parseEdgeKey, prepare, prune, prunedGraph } from "./graph/prune";
+import { type Prepared, type Pruned, parseEdgeKey, prepare, prune, pruneWalk, prunedGraph } from "./graph/prune";
 import { makeLayout } from "./graph/layout";
 import { COLORS, GraphView } from "./graph/view";
 import { exportJson, exportPng, exportSvg } from "./graph/export";
@@ -1174,6 +1174,14 @@ class App {
       get lastFrameMs() {
         return app.lastFrameMs;
       },
+      /** The background job has attached and placed a hook for every node and edge fetched. */
+      get hooksReady() {
+        return app.view?.hooksReady ?? false;
+      },
+      /** Idle-time preparation done: hooks attached and placed, cached canvas layers built. */
+      get ready() {
+        return (app.view?.hooksReady && app.view?.layersReady) ?? false;
+      },
       get redraws() {
         return app.redraws.slice();
       },
@@ -1200,6 +1208,18 @@ class App {
       },
       /** The standalone SVG that the SVG export would download. */
       exportSvg: () => (app.prepared ? app.view.exportSvg("routelens").text : null),
+      /** Thresholds where prune() (from keepUntil) and the reference walk disagree (none expected). */
+      checkPrune(thresholds = [0.01, 0.012, 0.015, 0.02, 0.03, 0.04, 0.05, 0.08, 0.1, 0.2, 0.5, 1]) {
+        const p = app.prepared;
+        if (!p) return null;
+        const bad: number[] = [];
+        for (const t of thresholds) {
+          const a = prune(p, t);
+          const b = pruneWalk(p, t);
+          if (a.edgeList.join() !== b.edgeList.join() || a.nodeList.join() !== b.nodeList.join()) bad.push(t);
+        }
+        return bad;
+      },
       setThreshold(t: number) {
         app.applyThreshold(t);
         return app.lastRedrawMs;

@@ -87,7 +87,32 @@ export function prepare(graph: Graph, nLayers: number, parallelHint?: boolean): 
   };
 }
 
+/** The route above threshold tau: from the target node(s), every incoming edge with weight >
+ * tau, walking down from kept nodes (pruneWalk). Computed from keepUntil (once per graph), so a
+ * threshold change is one pass over typed arrays. */
 export function prune(p: Prepared, tau: number): Pruned {
+  const ku = keepUntilOf(p);
+  const node = new Uint8Array(p.nodes.length);
+  const edge = new Uint8Array(p.edges.length);
+  const kn = ku.node;
+  const ke = ku.edge;
+  for (let i = 0; i < node.length; i++) node[i] = tau < kn[i] ? 1 : 0;
+  for (let i = 0; i < edge.length; i++) edge[i] = tau < ke[i] ? 1 : 0;
+  return lists(p, tau, node, edge);
+}
+
+const kuCache = new WeakMap<Prepared, { edge: Float64Array; node: Float64Array }>();
+
+/** keepUntil(p), computed once per prepared graph. */
+export function keepUntilOf(p: Prepared): { edge: Float64Array; node: Float64Array } {
+  let ku = kuCache.get(p);
+  if (!ku) kuCache.set(p, (ku = keepUntil(p)));
+  return ku;
+}
+
+/** The pruning rule itself, by walking down from the roots (the reference that keepUntil must
+ * agree with; the debug hook's checkPrune() compares the two). */
+export function pruneWalk(p: Prepared, tau: number): Pruned {
   const node = new Uint8Array(p.nodes.length);
   const edge = new Uint8Array(p.edges.length);
   const stack: number[] = [];
@@ -109,6 +134,10 @@ export function prune(p: Prepared, tau: number): Pruned {
       }
     }
   }
+  return lists(p, tau, node, edge);
+}
+
+function lists(p: Prepared, tau: number, node: Uint8Array, edge: Uint8Array): Pruned {
   const nodeList: number[] = [];
   const edgeList: number[] = [];
   const counts = { attn: 0, resid: 0, ffn: 0, embed: 0, block: 0 } as Record<EdgeKind | NodeKind, number>;
@@ -120,7 +149,7 @@ export function prune(p: Prepared, tau: number): Pruned {
   for (let i = 0; i < edge.length; i++)
     if (edge[i]) {
       edgeList.push(i);
-      counts[edges[i].kind]++;
+      counts[p.edges[i].kind]++;
     }
   return { tau, node, edge, nodeList, edgeList, counts };
 }
@@ -168,4 +197,75 @@ export function routeThrough(p: Prepared, pr: Pruned, start: number): { nodes: S
     }
   }
   return { nodes, edges };
+}
+
+/** For every edge and node, the threshold up to which prune() keeps it: prune(p, tau) keeps an
+ * edge or node exactly when tau < its value (-1: never, +Infinity: a root). An edge lives while
+ * its weight and its target node live; a node while its best outgoing edge does. Pruning is
+ * monotone, so ordering elements by this value makes every drawn set a suffix of the order.
+ * (A widest-path search from the roots, O(E log E).) */
+export function keepUntil(p: Prepared): { edge: Float64Array; node: Float64Array } {
+  const node = new Float64Array(p.nodes.length).fill(-1);
+  const edge = new Float64Array(p.edges.length).fill(-1);
+  const done = new Uint8Array(p.nodes.length);
+  // max-heap of [value, node]
+  const hv: number[] = [];
+  const hn: number[] = [];
+  const push = (v: number, n: number) => {
+    let i = hv.length;
+    hv.push(v);
+    hn.push(n);
+    while (i > 0) {
+      const j = (i - 1) >> 1;
+      if (hv[j] >= v) break;
+      hv[i] = hv[j];
+      hn[i] = hn[j];
+      i = j;
+    }
+    hv[i] = v;
+    hn[i] = n;
+  };
+  const pop = (): number => {
+    const top = hn[0];
+    const v = hv.pop()!;
+    const n = hn.pop()!;
+    const len = hv.length;
+    if (len) {
+      let i = 0;
+      for (;;) {
+        let c = 2 * i + 1;
+        if (c >= len) break;
+        if (c + 1 < len && hv[c + 1] > hv[c]) c++;
+        if (hv[c] <= v) break;
+        hv[i] = hv[c];
+        hn[i] = hn[c];
+        i = c;
+      }
+      hv[i] = v;
+      hn[i] = n;
+    }
+    return top;
+  };
+  for (const r of p.roots) {
+    node[r] = Infinity;
+    push(Infinity, r);
+  }
+  while (hv.length) {
+    const n = pop();
+    if (done[n]) continue;
+    done[n] = 1;
+    const cap = node[n];
+    const inc = p.incoming[n];
+    for (let k = 0; k < inc.length; k++) {
+      const e = p.edges[inc[k]];
+      const w = e.weight > -1 ? e.weight : -1; // NaN: never kept
+      const v = w < cap ? w : cap;
+      edge[e.idx] = v;
+      if (v > node[e.s] && !done[e.s]) {
+        node[e.s] = v;
+        push(v, e.s);
+      }
+    }
+  }
+  return { edge, node };
 }

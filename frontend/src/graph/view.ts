@@ -1,12 +1,17 @@
-// The route graph drawing: one SVG, nodes and edges created once per fetched graph and then
-// attached / detached by a keyed join when the threshold changes (no re-layout, no innerHTML).
+// The route graph drawing: a canvas paints the bands, edges and nodes; over it one SVG holds a
+// paint-free hook element per node and edge of the fetched graph (the data-testid hooks, hover
+// and click targets). Hook elements are created once per fetched graph and stay attached: a
+// threshold change only moves the data-testid attribute (which no CSS selector reads, so no
+// style, layout or paint work follows) onto the drawn ones. Hooks are ordered by the threshold
+// up to which they stay drawn (keepUntil), so the pruned ones always lie under every drawn one
+// of their group and never take a pointer event from it.
 // Zoom and pan with d3-zoom (a transform on one group); token and layer axes stay pinned to the
 // bottom and left edges and thin their labels to what fits at the current zoom.
 
 import { select, type Selection as D3Sel } from "d3-selection";
 import { zoom, zoomIdentity, type ZoomBehavior, type ZoomTransform } from "d3-zoom";
 import type { EdgeKind, Prediction, Selection } from "../types";
-import { type Prepared, type Pruned, routeThrough } from "./prune";
+import { type Prepared, type Pruned, routeThrough, keepUntilOf } from "./prune";
 import { type Layout, levelOf, levelY, nodeXY, edgePath } from "./layout";
 import { h, svg, tokenText, truncate, num, pct, clamp } from "../ui/dom";
 
@@ -32,6 +37,22 @@ export interface GraphViewEvents {
 }
 
 const AXIS_X_H = 40;
+const HAIRLINE = 1.5; // device pixels
+const SMALL_NODE = 10; // device pixels across
+const NB = 32; // weight buckets per edge kind on the canvas
+const LAYER_MIN = 3000; // edges above a threshold level worth a cached canvas layer
+const MAX_LAYERS = 8;
+const LAYER_PIXELS = 24e6;
+/** Node looks (radius in units of the layout's nodeR); index = look id, + NODE_LOOKS when the
+ * node is degenerate (dashed outline). */
+const NODE_LOOK = [
+  { round: true, r: 1, rx: 0, fill: COLORS.block, stroke: "#FFFFFF", sw: 1 }, // block
+  { round: true, r: 1.35, rx: 0, fill: COLORS.block, stroke: COLORS.target, sw: 2.5 }, // the target's block
+  { round: true, r: 0.85, rx: 0, fill: "#FFFFFF", stroke: COLORS.attn, sw: 1.6 }, // after attention
+  { round: false, r: 0.85, rx: 1.5, fill: COLORS.ffn, stroke: "#FFFFFF", sw: 1 }, // FFN
+  { round: false, r: 1, rx: 2, fill: COLORS.embed, stroke: "#FFFFFF", sw: 1 }, // embedding
+];
+const NODE_LOOKS = NODE_LOOK.length;
 const AXIS_Y_W = 46;
 const KIND_NAME: Record<string, string> = {
   embed: "embedding",
@@ -51,7 +72,7 @@ export class GraphView {
   private hlEdges = new Set<number>();
   private focusOn = false;
   private selEdge = -1;
-  private gHits: Record<EdgeKind, SVGGElement>; // wide invisible hit paths (the graph-edge hooks)
+  private gHits: SVGGElement; // paint-free edge hooks (wide invisible hit strokes), in keep order
   private gNodes: SVGGElement;
   private gMarks: SVGGElement;
   private gAxisX: SVGGElement;
@@ -82,7 +103,16 @@ export class GraphView {
   private selected: Element | null = null;
   private selection: Selection | null = null;
   private hoverEl: Element | null = null;
-  private highlighted: Element[] = [];
+  private hoverNode = -1;
+  private hlNodes = new Set<number>();
+  // hook order: indices sorted by keepUntil ascending (the drawn ones are a suffix); *Rank is the
+  // inverse; hooks order[from..] are attached, the rest are created in the background
+  private eOrder = new Int32Array(0);
+  private eRank = new Int32Array(0);
+  private nOrder = new Int32Array(0);
+  private nRank = new Int32Array(0);
+  private eFrom = 0;
+  private nFrom = 0;
   private xLabels: SVGGElement[] = [];
   private yLabels: SVGTextElement[] = [];
   private axesQueued = false;
@@ -100,14 +130,10 @@ export class GraphView {
     this.ctx = this.canvas.getContext("2d")!;
     this.viewport = svg("g", { class: "viewport" });
     this.gBands = svg("g", { class: "bands" });
-    this.gHits = {
-      resid: svg("g", { class: "hits hits-resid" }),
-      ffn: svg("g", { class: "hits hits-ffn" }),
-      attn: svg("g", { class: "hits hits-attn" }),
-    };
+    this.gHits = svg("g", { class: "hits" });
     this.gNodes = svg("g", { class: "nodes" });
     this.gMarks = svg("g", { class: "marks" });
-    this.viewport.append(this.gBands, this.gHits.resid, this.gHits.ffn, this.gHits.attn, this.gNodes, this.gMarks);
+    this.viewport.append(this.gBands, this.gHits, this.gNodes, this.gMarks);
     this.gAxisY = svg("g", { class: "axis axis-y" });
     this.axisYBg = svg("rect", { class: "axis-bg", x: 0, y: 0, width: AXIS_Y_W });
     this.gAxisY.append(this.axisYBg);
@@ -181,12 +207,18 @@ export class GraphView {
     this.shownNodeList = [];
     this.shownEdgeList = [];
     this.selected = null;
-    this.highlighted = [];
+    this.selEdge = -1;
+    this.hlNodes.clear();
+    this.hlEdges.clear();
+    this.focusOn = false;
     this.hoverEl = null;
+    this.hoverNode = -1;
     this.hideTooltip();
     this.svg.classList.remove("focus");
-    for (const g of Object.values(this.gHits)) g.replaceChildren();
+    this.bgToken++;
+    this.gHits.replaceChildren();
     this.gNodes.replaceChildren();
+    this.makeOrder(p);
     this.drawBands();
     this.drawMarks();
     if (!keepView) {
@@ -214,6 +246,57 @@ export class GraphView {
     if (!this.userMoved) this.initialView();
     else this.zoomer.translateBy(this.d3svg, (screenX - this.t.applyX(layout.colX[focus])) / this.t.k, 0);
     this.queueAxes();
+    this.queueCanvas();
+    this.scheduleBackground(); // re-place the attached hooks that are not drawn
+  }
+
+  /** Hook order: by the threshold up to which each stays drawn, then (edges) attention over FFN
+   * over residual, then by weight; so among drawn hooks the ones that matter most lie on top. */
+  private makeOrder(p: Prepared): void {
+    const ku = keepUntilOf(p);
+    const KR: Record<EdgeKind, number> = { resid: 0, ffn: 1, attn: 2 };
+    const eo = Array.from({ length: p.edges.length }, (_, i) => i);
+    const ek = ku.edge;
+    const kr = Int8Array.from(p.edges, (e) => KR[e.kind] ?? 0);
+    eo.sort((a, b) => ek[a] - ek[b] || kr[a] - kr[b] || a - b); // edges are ascending by weight
+    const no = Array.from({ length: p.nodes.length }, (_, i) => i);
+    const nk = ku.node;
+    no.sort((a, b) => nk[a] - nk[b] || a - b);
+    this.eOrder = Int32Array.from(eo);
+    this.nOrder = Int32Array.from(no);
+    this.eRank = new Int32Array(eo.length);
+    this.eOrder.forEach((i, k) => (this.eRank[i] = k));
+    this.nRank = new Int32Array(no.length);
+    this.nOrder.forEach((i, k) => (this.nRank[i] = k));
+    this.eFrom = eo.length;
+    this.nFrom = no.length;
+    // cache levels for the canvas (see drawCanvas): from the fetch threshold up, 1.25x apart,
+    // while at least LAYER_MIN edges stay drawn above the level
+    const levels: number[] = [];
+    const sorted = Float64Array.from(ek).sort();
+    const above = (lv: number) => {
+      let lo = 0;
+      let hi = sorted.length;
+      while (lo < hi) {
+        const m = (lo + hi) >> 1;
+        if (sorted[m] > lv) hi = m;
+        else lo = m + 1;
+      }
+      return sorted.length - lo;
+    };
+    const base = Number.isFinite(p.graph.threshold) && p.graph.threshold > 0 ? p.graph.threshold : 0.01;
+    // at most LAYER_PIXELS cached pixels in all (4 bytes each)
+    const maxLayers = Math.max(0, Math.min(MAX_LAYERS, Math.floor(LAYER_PIXELS / Math.max(1, this.canvas.width * this.canvas.height))));
+    for (let lv = base; levels.length < maxLayers && above(lv) >= LAYER_MIN; lv *= 1.25) levels.push(lv);
+    this.levels = levels;
+    const bandOf = (v: number) => {
+      let b = -1;
+      while (b + 1 < levels.length && v > levels[b + 1]) b++;
+      return b;
+    };
+    this.eBand = Int8Array.from(ek, bandOf);
+    this.nBand = Int8Array.from(nk, bandOf);
+    this.dropLayers();
   }
 
   private geomVersion = 0;
@@ -244,7 +327,9 @@ export class GraphView {
 
   clear(): void {
     this.p = this.layout = this.pr = null;
-    for (const g of Object.values(this.gHits)) g.replaceChildren();
+    this.bgToken++;
+    this.dropLayers();
+    this.gHits.replaceChildren();
     this.gNodes.replaceChildren();
     this.gBands.replaceChildren();
     this.gMarks.replaceChildren();
@@ -289,25 +374,30 @@ export class GraphView {
   }
 
   // ---- drawing ----------------------------------------------------------------------------------
-  private createNode(i: number): SVGElement {
+  /** How a node is painted (graph units; the canvas and the SVG export both use it). */
+  private nodeLook(i: number): { shape: "circle" | "rect"; x: number; y: number; r: number; rx: number; fill: string; stroke: string; sw: number; dash: boolean } {
     const n = this.p!.nodes[i];
     const [x, y] = nodeXY(this.layout!, n);
-    let el: SVGElement;
-    const isTarget = n.kind === "block" && n.layer === this.p!.nLayers - 1 && n.pos === this.targetPos;
-    const r = this.layout!.nodeR;
-    if (n.kind === "block") {
-      el = svg("circle", { cx: x, cy: y, r: isTarget ? r * 1.35 : r, fill: COLORS.block, stroke: isTarget ? COLORS.target : "#FFFFFF", "stroke-width": isTarget ? 2.5 : 1 });
-    } else if (n.kind === "attn") {
-      el = svg("circle", { cx: x, cy: y, r: r * 0.85, fill: "#FFFFFF", stroke: COLORS.attn, "stroke-width": 1.6 });
-    } else if (n.kind === "ffn") {
-      const s = r * 0.85;
-      el = svg("rect", { x: x - s, y: y - s, width: 2 * s, height: 2 * s, rx: 1.5, fill: COLORS.ffn, stroke: "#FFFFFF", "stroke-width": 1 });
-    } else {
-      el = svg("rect", { x: x - r, y: y - r, width: 2 * r, height: 2 * r, rx: 2, fill: COLORS.embed, stroke: "#FFFFFF", "stroke-width": 1 });
-    }
-    if (n.degenerate) el.setAttribute("stroke-dasharray", "2 1.5");
-    el.setAttribute("class", `node n-${n.kind}${isTarget ? " target" : ""}`);
-    el.setAttribute("data-testid", "graph-node");
+    const id = n.kind === "block" ? (this.isTarget(i) ? 1 : 0) : n.kind === "attn" ? 2 : n.kind === "ffn" ? 3 : 4;
+    const lk = NODE_LOOK[id];
+    return { shape: lk.round ? "circle" : "rect", x, y, r: lk.r * this.layout!.nodeR, rx: lk.rx, fill: lk.fill, stroke: lk.stroke, sw: lk.sw, dash: !!n.degenerate };
+  }
+
+  private isTarget(i: number): boolean {
+    const n = this.p!.nodes[i];
+    return n.kind === "block" && n.layer === this.p!.nLayers - 1 && n.pos === this.targetPos;
+  }
+
+  /** A node's hook: the node's shape, painting nothing (the canvas paints the node), hit-tested
+   * over its fill area. data-testid is set while the node is drawn. */
+  private createNode(i: number): SVGElement {
+    const n = this.p!.nodes[i];
+    const lk = this.nodeLook(i);
+    const el =
+      lk.shape === "circle"
+        ? svg("circle", { cx: lk.x, cy: lk.y, r: lk.r })
+        : svg("rect", { x: lk.x - lk.r, y: lk.y - lk.r, width: 2 * lk.r, height: 2 * lk.r, rx: lk.rx });
+    el.setAttribute("class", `node n-${n.kind}${this.isTarget(i) ? " target" : ""}`);
     el.setAttribute("data-id", n.id);
     el.setAttribute("data-kind", n.kind);
     el.setAttribute("data-layer", String(n.layer));
@@ -367,7 +457,6 @@ export class GraphView {
     const e = this.p!.edges[i];
     const hp: SVGElement = svg(e.kind === "attn" ? "polyline" : "line", {
       class: `edge e-${e.kind}`,
-      "data-testid": "graph-edge",
       "data-kind": e.kind,
       "data-source": e.source,
       "data-target": e.target,
@@ -375,7 +464,8 @@ export class GraphView {
       "data-layer": String(this.p!.nodes[e.t].layer),
     });
     // the visible stroke is painted on the canvas; this transparent wide stroke is only the
-    // hit target and test hook (exportSvg() builds real SVG strokes)
+    // hit target and test hook (exportSvg() builds real SVG strokes); data-testid is set while
+    // the edge is drawn
     this.setHitGeom(hp, i);
     this.elIndex.set(hp, i);
     this.edgeEl[i] = hp;
@@ -383,107 +473,120 @@ export class GraphView {
     return hp;
   }
 
-  /** Attach / detach elements so that exactly the pruned route is in the DOM. */
+  /** Attach the hooks order[k..from) in front of the attached ones (they rank lower); those
+   * that `want` marks drawn get their data-testid before they are attached. */
+  private attachEdges(k: number, want?: Uint8Array): void {
+    if (k >= this.eFrom) return;
+    const frag = document.createDocumentFragment();
+    for (let j = k; j < this.eFrom; j++) {
+      const i = this.eOrder[j];
+      if (this.edgeEl[i]) this.placeEdge(i);
+      const el = this.edgeEl[i] ?? this.createEdge(i);
+      if (want?.[i] && !this.shownE[i]) {
+        el.setAttribute("data-testid", "graph-edge");
+        this.shownE[i] = 1;
+      }
+      frag.appendChild(el);
+    }
+    this.gHits.insertBefore(frag, this.gHits.firstChild);
+    this.eFrom = k;
+  }
+
+  private attachNodes(k: number, want?: Uint8Array): void {
+    if (k >= this.nFrom) return;
+    const frag = document.createDocumentFragment();
+    for (let j = k; j < this.nFrom; j++) {
+      const i = this.nOrder[j];
+      if (this.nodeEl[i]) this.placeNode(i);
+      const el = this.nodeEl[i] ?? this.createNode(i);
+      if (want?.[i] && !this.shownN[i]) {
+        el.setAttribute("data-testid", "graph-node");
+        this.shownN[i] = 1;
+      }
+      frag.appendChild(el);
+    }
+    this.gNodes.insertBefore(frag, this.gNodes.firstChild);
+    this.nFrom = k;
+  }
+
+  /** Mark exactly the pruned route's hooks as drawn. Nothing is attached or detached (except,
+   * the first time, hooks the background job has not attached yet): only data-testid moves. */
   render(pr: Pruned): void {
     const t0 = performance.now();
-    const p = this.p!;
     this.clearHighlight();
-    let removedE = 0;
-    for (const i of this.shownEdgeList) if (!pr.edge[i]) removedE++;
-    let removedN = 0;
-    for (const i of this.shownNodeList) if (!pr.node[i]) removedN++;
-    const kinds: EdgeKind[] = ["resid", "ffn", "attn"];
-    if (removedE > 256 && removedE > pr.edgeList.length) {
-      // most of the drawing goes away: clear the groups and re-append what stays, in order
-      const fh = {} as Record<EdgeKind, DocumentFragment>;
-      for (const k of kinds) {
-        this.gHits[k].replaceChildren();
-        fh[k] = document.createDocumentFragment();
-      }
-      this.shownE.fill(0);
-      for (const i of pr.edgeList) {
-        const kind = p.edges[i].kind;
-        if (this.edgeEl[i]) this.placeEdge(i);
-        fh[kind].appendChild(this.edgeEl[i] ?? this.createEdge(i));
-        this.shownE[i] = 1;
-      }
-      for (const k of kinds) {
-        this.gHits[k].appendChild(fh[k]);
-      }
-    } else {
-      // removals (raising the threshold only removes: pruning is monotone)
-      if (removedE)
-        for (const i of this.shownEdgeList)
-          if (!pr.edge[i]) {
-            this.edgeEl[i]!.remove();
-            this.shownE[i] = 0;
-          }
-      // insertions, keeping each kind's groups in ascending weight order (strongest on top)
-      const next: Record<EdgeKind, Element | null> = { resid: null, ffn: null, attn: null };
-      const list = pr.edgeList;
-      for (let k = list.length - 1; k >= 0; k--) {
-        const i = list[k];
-        const kind = p.edges[i].kind;
-        if (this.shownE[i]) {
-          next[kind] = this.edgeEl[i]!;
-          continue;
-        }
-        if (this.edgeEl[i]) this.placeEdge(i);
-        const el = this.edgeEl[i] ?? this.createEdge(i);
-        this.gHits[kind].insertBefore(el, next[kind]);
-        next[kind] = el;
-        this.shownE[i] = 1;
-      }
+    let k = this.eFrom;
+    for (const i of pr.edgeList) if (this.eRank[i] < k) k = this.eRank[i];
+    this.attachEdges(k, pr.edge);
+    k = this.nFrom;
+    for (const i of pr.nodeList) if (this.nRank[i] < k) k = this.nRank[i];
+    this.attachNodes(k, pr.node);
+    const se = this.shownE;
+    const want = pr.edge;
+    for (let i = 0; i < se.length; i++) {
+      if (se[i] === want[i]) continue;
+      const el = this.edgeEl[i]!;
+      if (want[i]) {
+        this.placeEdge(i);
+        el.setAttribute("data-testid", "graph-edge");
+      } else el.removeAttribute("data-testid");
+      se[i] = want[i];
     }
-    if (removedN > 256 && removedN > pr.nodeList.length) {
-      this.gNodes.replaceChildren();
-      this.shownN.fill(0);
-    } else if (removedN) {
-      for (const i of this.shownNodeList)
-        if (!pr.node[i]) {
-          this.nodeEl[i]!.remove();
-          this.shownN[i] = 0;
-        }
+    const sn = this.shownN;
+    const wantN = pr.node;
+    for (let i = 0; i < sn.length; i++) {
+      if (sn[i] === wantN[i]) continue;
+      const el = this.nodeEl[i]!;
+      if (wantN[i]) {
+        this.placeNode(i);
+        el.setAttribute("data-testid", "graph-node");
+      } else el.removeAttribute("data-testid");
+      sn[i] = wantN[i];
     }
-    let frag: DocumentFragment | null = null;
-    for (const i of pr.nodeList) {
-      if (this.shownN[i]) continue;
-      frag ??= document.createDocumentFragment();
-      if (this.nodeEl[i]) this.placeNode(i);
-      frag.appendChild(this.nodeEl[i] ?? this.createNode(i));
-      this.shownN[i] = 1;
-    }
-    if (frag) this.gNodes.appendChild(frag);
     this.shownEdgeList = pr.edgeList;
     this.shownNodeList = pr.nodeList;
     this.pr = pr;
     this.applySelection();
     this.queueCanvas();
     this.lastDomMs = performance.now() - t0;
-    this.schedulePrecreate();
+    this.scheduleBackground();
   }
 
-  private precreateToken = 0;
+  private bgToken = 0;
+  /** Every hook of the fetched graph attached and placed: a threshold change only moves data-testid. */
+  hooksReady = false;
 
-  /** Create the elements of edges and nodes not drawn yet in idle time, so that lowering the
-   * threshold later only attaches them. */
-  private schedulePrecreate(): void {
-    const token = ++this.precreateToken;
+  /** In idle time: attach the hooks not attached yet (lowest keep order last), and re-place
+   * attached hooks whose geometry is stale after a re-layout, so that a threshold change later
+   * only moves data-testid. Big chunks: each one costs a re-paint of the hook layer. */
+  private scheduleBackground(): void {
+    const token = ++this.bgToken; // a newer job replaces this one
     const p = this.p;
+    this.hooksReady = false;
     if (!p) return;
-    let e = 0;
-    let n = 0;
+    let placeE = 0;
+    let placeN = 0;
     const idle: (cb: (d: { timeRemaining(): number }) => void) => void =
-      (window as unknown as { requestIdleCallback?: typeof idle }).requestIdleCallback?.bind(window) ?? ((cb) => setTimeout(() => cb({ timeRemaining: () => 8 }), 16));
-    const step = (d: { timeRemaining(): number }) => {
-      if (token !== this.precreateToken || this.p !== p) return;
-      const until = performance.now() + Math.max(4, Math.min(12, d.timeRemaining()));
-      while (performance.now() < until) {
-        for (let k = 0; k < 200 && e < p.edges.length; k++, e++) if (!this.edgeEl[e]) this.createEdge(e);
-        for (let k = 0; k < 200 && n < p.nodes.length; k++, n++) if (!this.nodeEl[n]) this.createNode(n);
-        if (e >= p.edges.length && n >= p.nodes.length) return;
+      (window as unknown as { requestIdleCallback?: (cb: (d: { timeRemaining(): number }) => void, o?: { timeout: number }) => void }).requestIdleCallback
+        ? (cb) => (window as unknown as { requestIdleCallback: (cb: (d: { timeRemaining(): number }) => void, o?: { timeout: number }) => void }).requestIdleCallback(cb, { timeout: 300 })
+        : (cb) => setTimeout(() => cb({ timeRemaining: () => 8 }), 16);
+    const CHUNK = 3000;
+    const step = () => {
+      if (token !== this.bgToken || this.p !== p) return;
+      if (this.eFrom > 0 || this.nFrom > 0) {
+        if (this.eFrom > 0) this.attachEdges(Math.max(0, this.eFrom - CHUNK));
+        else this.attachNodes(Math.max(0, this.nFrom - CHUNK));
+        idle(step);
+        return;
       }
-      idle(step);
+      const until = performance.now() + 30;
+      while (performance.now() < until && placeE < p.edges.length) {
+        for (let k = 0; k < 500 && placeE < p.edges.length; k++, placeE++) this.placeEdge(placeE);
+      }
+      while (performance.now() < until && placeN < p.nodes.length) {
+        for (let k = 0; k < 500 && placeN < p.nodes.length; k++, placeN++) this.placeNode(placeN);
+      }
+      if (placeE < p.edges.length || placeN < p.nodes.length) idle(step);
+      else this.hooksReady = true;
     };
     idle(step);
   }
@@ -510,21 +613,42 @@ export class GraphView {
     if (this.selected) this.selected.classList.remove("sel");
     if (el) el.classList.add("sel");
     this.selected = el;
-    const sel = el && el.getAttribute("data-testid") === "graph-edge" ? this.elIndex.get(el) ?? -1 : -1;
-    if (sel !== this.selEdge) {
+    const isEdge = !!el && el.getAttribute("data-testid") === "graph-edge";
+    const sel = el && isEdge ? this.elIndex.get(el) ?? -1 : -1;
+    const selN = el && !isEdge ? this.elIndex.get(el) ?? -1 : -1;
+    if (sel !== this.selEdge || selN !== this.selNode) {
       this.selEdge = sel;
+      this.selNode = selN;
       this.queueCanvas();
     }
   }
 
+  private selNode = -1;
+
+  /** The drawn hook under a pointer event: its target, or where that is the hook of a pruned
+   * node or edge (they stay in the DOM, under the drawn ones of their group but over the edges
+   * when nodes), the first drawn hook at that point. */
+  private hookAt(e: MouseEvent): Element | null {
+    const target = e.target as Element;
+    const el = target.closest?.('[data-testid="graph-node"],[data-testid="graph-edge"]') ?? null;
+    if (el || !this.elIndex.has(target)) return el;
+    for (const x of document.elementsFromPoint(e.clientX, e.clientY)) {
+      if (x === this.svg) break;
+      const t = x.getAttribute("data-testid");
+      if ((t === "graph-node" || t === "graph-edge") && this.elIndex.has(x)) return x;
+    }
+    return null;
+  }
+
   private onOver(e: PointerEvent): void {
     if (this.frozen || e.shiftKey) return;
-    const el = (e.target as Element).closest?.('[data-testid="graph-node"],[data-testid="graph-edge"]') ?? null;
+    const el = this.hookAt(e);
     if (el !== this.hoverEl) this.setHover(el, e);
   }
 
   setHover(el: Element | null, e?: PointerEvent): void {
     this.hoverEl = el;
+    this.hoverNode = -1;
     this.clearHighlight();
     if (!el || !this.p || !this.pr) {
       this.hideTooltip();
@@ -533,6 +657,7 @@ export class GraphView {
     const idx = this.elIndex.get(el);
     if (idx === undefined) return;
     if (el.getAttribute("data-testid") === "graph-node") {
+      this.hoverNode = idx;
       const r = routeThrough(this.p, this.pr, idx);
       this.highlight(r.nodes, r.edges);
       this.showTooltip(this.nodeTooltip(idx), e);
@@ -565,13 +690,8 @@ export class GraphView {
   }
 
   private highlight(nodes: Set<number>, edges: Set<number>): void {
-    for (const i of nodes) {
-      const el = this.nodeEl[i];
-      if (el && this.shownN[i]) {
-        el.classList.add("hl");
-        this.highlighted.push(el);
-      }
-    }
+    this.hlNodes.clear();
+    for (const i of nodes) if (this.shownN[i]) this.hlNodes.add(i);
     this.hlEdges.clear();
     for (const i of edges) if (this.shownE[i]) this.hlEdges.add(i);
     this.focusOn = true;
@@ -580,9 +700,8 @@ export class GraphView {
   }
 
   private clearHighlight(): void {
-    if (!this.highlighted.length && !this.svg.classList.contains("focus") && !this.focusOn) return;
-    for (const el of this.highlighted) el.classList.remove("hl");
-    this.highlighted = [];
+    if (!this.focusOn && !this.svg.classList.contains("focus")) return;
+    this.hlNodes.clear();
     this.svg.classList.remove("focus");
     this.focusOn = false;
     this.hlEdges.clear();
@@ -676,7 +795,7 @@ export class GraphView {
       return;
     }
     if (target.closest?.(".axis")) return;
-    const el = target.closest?.('[data-testid="graph-node"],[data-testid="graph-edge"]');
+    const el = this.hookAt(e);
     if (!el || !this.p) {
       this.events.select(null);
       return;
@@ -779,8 +898,59 @@ export class GraphView {
     });
   }
 
-  /** Paint the background, the layer bands and the drawn edges, batched into one stroke per
-   * kind and weight bucket (weakest first, so the strongest lie on top). */
+  // canvas geometry, recomputed when the layout changes: per edge its end points and (attention)
+  // control points, per node its centre and look
+  private cgVersion = -1;
+  private eg = new Float64Array(0); // 8 per edge: x1 y1 c1x c1y c2x c2y x2 y2
+  private eBucket = new Uint8Array(0);
+  private ng = new Float64Array(0); // 2 per node: x y
+  private nLook = new Uint8Array(0);
+
+  private canvasGeometry(): void {
+    if (this.cgVersion === this.geomVersion && this.eg.length === this.p!.edges.length * 8) return;
+    const L = this.layout!;
+    const p = this.p!;
+    const nodes = p.nodes;
+    const ng = new Float64Array(nodes.length * 2);
+    const look = new Uint8Array(nodes.length);
+    for (let i = 0; i < nodes.length; i++) {
+      const [x, y] = nodeXY(L, nodes[i]);
+      ng[2 * i] = x;
+      ng[2 * i + 1] = y;
+      const n = nodes[i];
+      const base = n.kind === "block" ? (this.isTarget(i) ? 1 : 0) : n.kind === "attn" ? 2 : n.kind === "ffn" ? 3 : 4;
+      look[i] = base + (n.degenerate ? NODE_LOOKS : 0);
+    }
+    const eg = new Float64Array(p.edges.length * 8);
+    const eb = new Uint8Array(p.edges.length);
+    const KR: Record<EdgeKind, number> = { resid: 0, ffn: 1, attn: 2 };
+    for (let i = 0; i < p.edges.length; i++) {
+      const e = p.edges[i];
+      const x1 = ng[2 * e.s], y1 = ng[2 * e.s + 1], x2 = ng[2 * e.t], y2 = ng[2 * e.t + 1];
+      let c1x = x1, c1y = y1, c2x = x2, c2y = y2;
+      if (e.kind === "attn") {
+        if (Math.abs(x1 - x2) < 0.5) {
+          const c = Math.min(12, L.colW[nodes[e.s].pos] * 0.25);
+          c1x = x1 - c;
+          c1y = y1 - (y1 - y2) * 0.2;
+          c2x = x2 - c;
+          c2y = y2 + (y1 - y2) * 0.2;
+        } else {
+          c1y = c2y = (y1 + y2) / 2;
+        }
+      }
+      eg.set([x1, y1, c1x, c1y, c2x, c2y, x2, y2], 8 * i);
+      eb[i] = (KR[e.kind] ?? 0) * NB + Math.min(NB - 1, Math.floor(Math.sqrt(clamp(e.weight, 0, 1)) * NB));
+    }
+    this.eg = eg;
+    this.eBucket = eb;
+    this.ng = ng;
+    this.nLook = look;
+    this.cgVersion = this.geomVersion;
+  }
+
+  /** Paint the background, the layer bands, the drawn edges (one stroke per kind and weight
+   * bucket, weakest first, so the strongest lie on top) and the drawn nodes. */
   private drawCanvas(): void {
     const ctx = this.ctx;
     const cv = this.canvas;
@@ -804,54 +974,38 @@ export class GraphView {
     }
     const pr = this.pr;
     if (!pr) return;
-    const NB = 32;
-    const kinds: EdgeKind[] = ["resid", "ffn", "attn"];
-    const buckets: Record<EdgeKind, number[][]> = { resid: [], ffn: [], attn: [] };
+    this.canvasGeometry();
     const hl: number[] = [];
+    // a cached layer holds every edge above its level: use the lowest level at or above the
+    // threshold and draw live only the drawn edges under it (the paint order is by level band
+    // first, so the picture is the same with or without the cache)
+    // order: edges under the layer's level, the layer (its edges, then its nodes), the nodes
+    // under its level; nodes lie over every edge either way
+    const layer = this.layerFor(pr.tau);
+    const live: number[] = [];
     for (const i of pr.edgeList) {
-      if (this.focusOn && this.hlEdges.has(i)) {
-        hl.push(i);
-        continue;
-      }
-      const e = p.edges[i];
-      const b = Math.min(NB - 1, Math.floor(Math.sqrt(clamp(e.weight, 0, 1)) * NB));
-      (buckets[e.kind][b] ??= []).push(i);
+      if (this.focusOn && this.hlEdges.has(i)) hl.push(i);
+      if (!layer || this.eBand[i] < layer.band) live.push(i);
     }
+    this.strokeEdges(ctx, live, dpr, k, -1);
+    if (layer) {
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.globalAlpha = 1;
+      ctx.drawImage(layer.bmp, 0, 0);
+      ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * t.x, dpr * t.y);
+    } else this.scheduleLayers();
+    this.paintNodes(ctx, layer ? pr.nodeList.filter((i) => this.nBand[i] < layer.band) : pr.nodeList, dpr * k);
+    if (this.focusOn) {
+      // a route is lit: veil the drawing, then draw the route again over the veil
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.globalAlpha = 0.85;
+      ctx.fillStyle = "#FFFFFF";
+      ctx.fillRect(0, 0, cv.width, cv.height);
+      ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * t.x, dpr * t.y);
+    }
+    const trace = (i: number) => this.traceEdge(ctx, i);
     ctx.lineCap = "round";
     ctx.lineJoin = "round";
-    const nodes = p.nodes;
-    const trace = (i: number) => {
-      const e = p.edges[i];
-      const [x1, y1] = nodeXY(L, nodes[e.s]);
-      const [x2, y2] = nodeXY(L, nodes[e.t]);
-      ctx.moveTo(x1, y1);
-      if (e.kind === "attn") {
-        if (Math.abs(x1 - x2) < 0.5) {
-          const c = Math.min(12, L.colW[nodes[e.s].pos] * 0.25);
-          ctx.bezierCurveTo(x1 - c, y1 - (y1 - y2) * 0.2, x2 - c, y2 + (y1 - y2) * 0.2, x2, y2);
-        } else {
-          const ym = (y1 + y2) / 2;
-          ctx.bezierCurveTo(x1, ym, x2, ym, x2, y2);
-        }
-      } else ctx.lineTo(x2, y2);
-    };
-    for (const kind of kinds) {
-      ctx.strokeStyle = COLORS[kind];
-      const bs = buckets[kind];
-      for (let b = 0; b < NB; b++) {
-        const list = bs[b];
-        if (!list) continue;
-        // style of the bucket's mean weight (non-scaling widths: screen pixels)
-        let sw = 0;
-        for (const i of list) sw += p.edges[i].weight;
-        const st = edgeStyle(kind, sw / list.length);
-        ctx.globalAlpha = this.focusOn ? 0.06 : st.opacity;
-        ctx.lineWidth = st.width / k;
-        ctx.beginPath();
-        for (const i of list) trace(i);
-        ctx.stroke();
-      }
-    }
     for (const i of hl) {
       const e = p.edges[i];
       const st = edgeStyle(e.kind, e.weight);
@@ -870,7 +1024,222 @@ export class GraphView {
       trace(this.selEdge);
       ctx.stroke();
     }
+    if (this.focusOn) this.paintNodes(ctx, pr.nodeList.filter((i) => this.hlNodes.has(i)), dpr * k);
+    this.paintRings(ctx, dpr * k);
     ctx.globalAlpha = 1;
+    ctx.setLineDash([]);
+  }
+
+  private traceEdge(ctx: CanvasRenderingContext2D, i: number): void {
+    const eg = this.eg;
+    const o = 8 * i;
+    ctx.moveTo(eg[o], eg[o + 1]);
+    if (this.p!.edges[i].kind === "attn") ctx.bezierCurveTo(eg[o + 2], eg[o + 3], eg[o + 4], eg[o + 5], eg[o + 6], eg[o + 7]);
+    else ctx.lineTo(eg[o + 6], eg[o + 7]);
+  }
+
+  /** Stroke edges in paint order: by level band (weakest first), then kind (residual, FFN,
+   * attention), then weight bucket; one stroke per (band, kind, bucket). alpha >= 0 overrides
+   * the opacity (the faded edges while a route is lit). */
+  private strokeEdges(ctx: CanvasRenderingContext2D | OffscreenCanvasRenderingContext2D, list: number[], dpr: number, k: number, alpha: number): void {
+    const p = this.p!;
+    const eb = this.eBucket;
+    const band = this.eBand;
+    const nb = 3 * NB;
+    const buckets: number[][] = [];
+    for (const i of list) (buckets[(band[i] + 1) * nb + eb[i]] ??= []).push(i);
+    const kinds: EdgeKind[] = ["resid", "ffn", "attn"];
+    const c = ctx as CanvasRenderingContext2D;
+    c.lineJoin = "round";
+    for (let key = 0; key < buckets.length; key++) {
+      const bl = buckets[key];
+      if (!bl) continue;
+      const kind = kinds[Math.floor((key % nb) / NB)];
+      // style of the bucket's mean weight (non-scaling widths: screen pixels)
+      let sw = 0;
+      for (const i of bl) sw += p.edges[i].weight;
+      const st = edgeStyle(kind, sw / bl.length);
+      // strokes under HAIRLINE device pixels are drawn 1 px wide with their ink kept in the
+      // opacity: the rasteriser draws those as hairlines, several times faster than wider
+      // anti-aliased strokes (the software raster of ~1.2 px curves was most of a dense frame)
+      const dev = st.width * dpr;
+      const hair = dev < HAIRLINE;
+      c.strokeStyle = COLORS[kind];
+      c.globalAlpha = Math.min(1, (alpha >= 0 ? alpha : st.opacity) * (hair ? dev : 1));
+      c.lineWidth = hair ? 1 / (dpr * k) : st.width / k;
+      c.lineCap = hair ? "butt" : "round";
+      c.beginPath();
+      for (const i of bl) this.traceEdge(c, i);
+      c.stroke();
+    }
+  }
+
+  // ---- cached canvas layers -------------------------------------------------------------------
+  private levels: number[] = [];
+  private eBand = new Int8Array(0); // highest level index below the edge's keepUntil (-1: none)
+  private nBand = new Int8Array(0); // the same for nodes
+  private layers: (ImageBitmap | null)[] = [];
+  private layerKey = "";
+  private layerToken = 0;
+  private layerTimer: number | undefined;
+  /** Every cached layer of the current view is built (or none is worth building). */
+  layersReady = false;
+
+  private viewKey(): string {
+    const t = this.t;
+    return `${this.geomVersion}|${t.k}|${t.x}|${t.y}|${this.canvas.width}x${this.canvas.height}`;
+  }
+
+  private dropLayers(): void {
+    for (const b of this.layers) b?.close();
+    this.layers = [];
+    this.layerKey = "";
+    this.layerToken++;
+    this.layersReady = this.levels.length === 0;
+  }
+
+  /** The cached layer for threshold tau: the lowest level >= tau that is built for this view. */
+  private layerFor(tau: number): { band: number; bmp: ImageBitmap } | null {
+    if (this.layerKey !== this.viewKey()) {
+      if (this.layers.length) this.dropLayers();
+      return null;
+    }
+    for (let j = 0; j < this.levels.length; j++) {
+      if (this.levels[j] < tau) continue;
+      const bmp = this.layers[j];
+      return bmp ? { band: j, bmp } : null;
+    }
+    return null;
+  }
+
+  /** Once the view rests, build the layers in idle time, top level first: layer j = the band
+   * j edges, layer j+1 over them, the band j nodes over that (each step rasterises one band). */
+  private scheduleLayers(): void {
+    if (!this.levels.length || typeof OffscreenCanvas === "undefined") return;
+    const key = this.viewKey();
+    if (this.layerKey === key) return; // built or being built for this view
+    clearTimeout(this.layerTimer);
+    this.layerTimer = window.setTimeout(() => {
+      if (this.viewKey() !== key || !this.p || !this.layout) return;
+      this.dropLayers();
+      this.layerKey = key;
+      const token = this.layerToken;
+      const p = this.p;
+      let j = this.levels.length - 1;
+      const idle: (cb: () => void) => void = (window as unknown as { requestIdleCallback?: (cb: () => void, o?: { timeout: number }) => void }).requestIdleCallback
+        ? (cb) => (window as unknown as { requestIdleCallback: (cb: () => void, o?: { timeout: number }) => void }).requestIdleCallback(cb, { timeout: 500 })
+        : (cb) => setTimeout(cb, 16);
+      const step = () => {
+        if (token !== this.layerToken || this.p !== p || this.viewKey() !== key) return;
+        this.canvasGeometry();
+        const cv = this.canvas;
+        const oc = new OffscreenCanvas(cv.width, cv.height);
+        const c = oc.getContext("2d")!;
+        const dpr = cv.width / Math.max(1, this.w);
+        const t = this.t;
+        c.setTransform(dpr * t.k, 0, 0, dpr * t.k, dpr * t.x, dpr * t.y);
+        const band: number[] = [];
+        const ku = keepUntilOf(p).edge;
+        const lo = this.levels[j];
+        const hi = j + 1 < this.levels.length ? this.levels[j + 1] : Infinity;
+        for (let i = 0; i < ku.length; i++) if (ku[i] > lo && ku[i] <= hi) band.push(i);
+        this.strokeEdges(c, band, dpr, t.k, -1);
+        const above = this.layers[j + 1];
+        if (above) {
+          c.setTransform(1, 0, 0, 1, 0, 0);
+          c.globalAlpha = 1;
+          c.drawImage(above, 0, 0);
+          c.setTransform(dpr * t.k, 0, 0, dpr * t.k, dpr * t.x, dpr * t.y);
+        }
+        const kn = keepUntilOf(p).node;
+        const bandNodes: number[] = [];
+        for (let i = 0; i < kn.length; i++) if (kn[i] > lo && kn[i] <= hi) bandNodes.push(i);
+        this.paintNodes(c, bandNodes, dpr * t.k);
+        this.layers[j] = oc.transferToImageBitmap(); // rasterises here, in idle time
+        j--;
+        if (j >= 0) idle(step);
+        else {
+          this.layersReady = true;
+          this.queueCanvas();
+        }
+      };
+      idle(step);
+    }, 150);
+  }
+
+  /** Nodes, batched by look (one fill and one stroke per batch). Nodes under SMALL_NODE device
+   * pixels across are drawn as octagons and plain squares (arcs cost several times more to
+   * rasterise and look the same at that size). */
+  private paintNodes(ctx: CanvasRenderingContext2D | OffscreenCanvasRenderingContext2D, list: number[], scale: number): void {
+    const lookOf = this.nLook;
+    const batches: number[][] = [];
+    for (const i of list) (batches[lookOf[i]] ??= []).push(i);
+    const c = ctx as CanvasRenderingContext2D;
+    const looks = this.looks();
+    for (let b = 0; b < batches.length; b++) {
+      const items = batches[b];
+      if (!items) continue;
+      const lk = looks[b % NODE_LOOKS];
+      const dash = b >= NODE_LOOKS;
+      c.globalAlpha = 1;
+      c.beginPath();
+      for (const i of items) this.nodeShape(c, i, lk.r, lk.round, lk.rx, scale);
+      c.fillStyle = lk.fill;
+      c.fill();
+      if (lk.sw * scale >= 0.25 || lk.stroke !== "#FFFFFF") {
+        c.strokeStyle = lk.stroke;
+        c.lineWidth = lk.sw;
+        c.setLineDash(dash ? [2, 1.5] : []);
+        c.stroke();
+      }
+    }
+    c.setLineDash([]);
+  }
+
+  private looks() {
+    const r0 = this.layout!.nodeR;
+    return NODE_LOOK.map((lk) => ({ ...lk, r: lk.r * r0 }));
+  }
+
+  private nodeShape(ctx: CanvasRenderingContext2D, i: number, r: number, round: boolean, rx: number, scale: number): void {
+    const x = this.ng[2 * i];
+    const y = this.ng[2 * i + 1];
+    const small = 2 * r * scale < SMALL_NODE;
+    if (round) {
+      if (small) {
+        const a = r * 0.4142; // octagon with its sides at distance r
+        ctx.moveTo(x + r, y - a);
+        ctx.lineTo(x + r, y + a);
+        ctx.lineTo(x + a, y + r);
+        ctx.lineTo(x - a, y + r);
+        ctx.lineTo(x - r, y + a);
+        ctx.lineTo(x - r, y - a);
+        ctx.lineTo(x - a, y - r);
+        ctx.lineTo(x + a, y - r);
+        ctx.lineTo(x + r, y - a); // (no closePath(): in a long path it costs far more)
+      } else {
+        ctx.moveTo(x + r, y);
+        ctx.arc(x, y, r, 0, 2 * Math.PI);
+      }
+    } else if (!small && typeof ctx.roundRect === "function") ctx.roundRect(x - r, y - r, 2 * r, 2 * r, rx);
+    else ctx.rect(x - r, y - r, 2 * r, 2 * r);
+  }
+
+  /** The hovered and the selected node's rings. */
+  private paintRings(ctx: CanvasRenderingContext2D, scale: number): void {
+    const looks = this.looks();
+    const ring = (i: number, w: number) => {
+      if (i < 0 || !this.shownN[i]) return;
+      const lk = looks[this.nLook[i] % NODE_LOOKS];
+      ctx.globalAlpha = 1;
+      ctx.beginPath();
+      this.nodeShape(ctx, i, lk.r, lk.round, lk.rx, scale);
+      ctx.strokeStyle = COLORS.sel;
+      ctx.lineWidth = w;
+      ctx.stroke();
+    };
+    ring(this.hoverNode, 2);
+    ring(this.selNode, 3);
   }
 
   private queueAxes(): void {
@@ -1025,7 +1394,18 @@ export class GraphView {
       }
       g.append(eg);
     }
-    g.append(strip(this.gNodes), strip(this.gMarks));
+    // nodes: the live view paints them on the canvas too
+    const gn = svg("g");
+    for (const i of this.shownNodeList) {
+      const lk = this.nodeLook(i);
+      const paint = { fill: lk.fill, stroke: lk.stroke, "stroke-width": lk.sw, ...(lk.dash ? { "stroke-dasharray": "2 1.5" } : {}) };
+      gn.append(
+        lk.shape === "circle"
+          ? svg("circle", { cx: lk.x, cy: lk.y, r: lk.r, ...paint })
+          : svg("rect", { x: lk.x - lk.r, y: lk.y - lk.r, width: 2 * lk.r, height: 2 * lk.r, rx: lk.rx, ...paint }),
+      );
+    }
+    g.append(gn, strip(this.gMarks));
     // labels: layers on the left, every used token column at the bottom
     for (let l = 0; l < L.nLayers; l++) {
       const y = levelY(L, levelOf("block", l, L.parallel));
