@@ -12,6 +12,7 @@ from .errors import (
     UnknownModelError,
     UnsupportedArchitectureError,
 )
+from .export import load_graph
 from .models.loading import load, wrap
 from .models.model import Model
 from .store import TraceStore
@@ -30,5 +31,6 @@ __all__ = [
     "UnknownModelError",
     "UnsupportedArchitectureError",
     "load",
+    "load_graph",
     "wrap",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -76,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", choices=["l1", "l2"], default="l1", help="proximity norm (default l1, the paper's)")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--top", type=int, default=5, help="how many predictions to print")
-    p.add_argument("--out", type=Path, default=None, help="write the route graph here (.json)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write the route graph here; the extension picks the format: .json .graphml .svg .png .html")
 
     p = sub.add_parser("check", help="run the exactness checks on a model; exit non-zero if any fails")
     _add_model_options(p)
@@ -101,6 +101,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
         raise EmptyPromptError("the prompt is empty: give some text to trace")
     if not 0.0 <= args.threshold <= 1.0:
         raise InvalidArgumentError(f"--threshold must be between 0 and 1, not {args.threshold}")
+    if args.out is not None:
+        from .export import format_of
+
+        format_of(args.out)  # an unknown extension is refused before the model loads
     model = _load(args)
     with step(f"tracing {len(args.prompt)} characters"):
         trace = model.trace(args.prompt, norm=1 if args.norm == "l1" else 2, chat=args.chat, store=_store(args))
@@ -121,10 +125,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
         f"({graph.edge_count('attn')} attention, {graph.edge_count('resid')} residual, {graph.edge_count('ffn')} FFN)"
     )
     if args.out is not None:
-        if args.out.suffix.lower() != ".json":
-            raise RoutelensError(f"cannot write {args.out.name}: only .json graphs are supported so far")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(graph.to_dict()))
+        from .export import write_graph
+
+        with step(f"writing {args.out.name}"):
+            write_graph(graph, args.out)
         out_console.print(f"wrote {args.out}")
     return 0
 

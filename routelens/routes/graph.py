@@ -61,6 +61,38 @@ class RouteGraph:
             "edges": self.edges,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RouteGraph:
+        """The inverse of to_dict (checked by routelens.export.load_graph)."""
+        return cls(
+            model=data["model"], tokens=data["tokens"], target=data["target"], threshold=data["threshold"],
+            norm=data.get("norm", "l1"), nodes={n["id"]: n for n in data["nodes"]}, edges=list(data["edges"]),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the graph; the extension picks the format: .json .graphml .svg .png .html."""
+        from ..export import write_graph
+
+        return write_graph(self, path)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the interactive graph inline (hover, zoom, threshold), no server needed."""
+        from ..export.html import notebook_html
+
+        return notebook_html(self.to_dict())
+
+    def show(self, height: int = 640) -> Any:
+        """Display the interactive graph in a notebook (returns an IPython HTML object)."""
+        try:
+            from IPython.display import HTML
+        except ImportError:
+            raise RuntimeError("show() displays the graph in a Jupyter notebook (IPython is not installed here); "
+                               "use graph.save('route.html') and open the file instead") from None
+
+        from ..export.html import notebook_html
+
+        return HTML(notebook_html(self.to_dict(), height=height))
+
     def to_json(self, path: str | Path | None = None, **kwargs: Any) -> str:
         text = json.dumps(self.to_dict(), **kwargs)
         if path is not None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -182,6 +182,25 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         entry = use(trace_id)
         with entry.slot.lock:
             return entry.trace.graph(target=target, threshold=threshold).to_dict()
+
+    @app.get("/api/trace/{trace_id}/export")
+    def export(
+        trace_id: str,
+        format: Literal["json", "graphml", "svg", "png", "html"] = "json",  # noqa: A002 (the query parameter's name)
+        target: int = -1,
+        threshold: float = Query(0.04, ge=0.0, le=1.0),
+    ) -> Response:
+        """The route graph as a file: the same formats as `routelens trace --out`."""
+        from ..export.files import MEDIA_TYPES, render
+
+        entry = use(trace_id)
+        with entry.slot.lock:
+            graph = entry.trace.graph(target=target, threshold=threshold)
+        data = render(graph, format)
+        pos = graph.target.get("pos")
+        name = f"routelens-{trace_id}-{'all' if pos is None else pos}-{threshold:g}.{format}"
+        return Response(content=data, media_type=MEDIA_TYPES[format],
+                        headers={"content-disposition": f'attachment; filename="{name}"'})
 
     @app.get("/api/trace/{trace_id}/node")
     def node(

@@ -184,6 +184,10 @@ class Trace:
         self._hand_to_store()
         return graph
 
+    def show(self, target: int | str | list[int] = -1, threshold: float = 0.04, height: int = 640) -> Any:
+        """In a notebook: the route graph drawn inline, interactive (hover, zoom, threshold)."""
+        return self.graph(target=target, threshold=threshold).show(height=height)
+
     def _hand_to_store(self) -> None:
         if self._unsaved and self.on_new_rows is not None:
             self.on_new_rows(self)

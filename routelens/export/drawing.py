@@ -1,0 +1,286 @@
+"""The route graph as a list of shapes, laid out and styled as the web app draws it.
+
+This mirrors frontend/src/graph/layout.ts (node positions), view.ts (`edgeStyle`, node looks,
+`exportSvg`: title, legend, layer and token labels) for a view of EXPORT_VIEW pixels, so that
+`routelens trace --out g.svg` and the web app's SVG export look alike. svg.py writes the shapes
+as SVG, png.py rasterises the same shapes; neither knows about graphs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+EXPORT_VIEW = (1400, 760)  # the web app's graph area at a 1400 x 900 window
+MARGIN = {"left": 52, "right": 24, "top": 24, "bottom": 46}
+HEAD, FOOT = 40, 58  # title band above, token labels below (as exportSvg)
+COLORS = {"attn": "#0072B2", "ffn": "#CC79A7", "resid": "#8E959E", "block": "#2F3A48", "embed": "#7B8490", "target": "#E69F00"}
+NODE_LOOK = {  # radius in units of the layout's node radius
+    "block": {"round": True, "r": 1.0, "rx": 0.0, "fill": COLORS["block"], "stroke": "#FFFFFF", "sw": 1.0},
+    "target": {"round": True, "r": 1.35, "rx": 0.0, "fill": COLORS["block"], "stroke": COLORS["target"], "sw": 2.5},
+    "attn": {"round": True, "r": 0.85, "rx": 0.0, "fill": "#FFFFFF", "stroke": COLORS["attn"], "sw": 1.6},
+    "ffn": {"round": False, "r": 0.85, "rx": 1.5, "fill": COLORS["ffn"], "stroke": "#FFFFFF", "sw": 1.0},
+    "embed": {"round": False, "r": 1.0, "rx": 2.0, "fill": COLORS["embed"], "stroke": "#FFFFFF", "sw": 1.0},
+}
+SANS = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
+MONO = "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"
+
+
+def clamp(v: float, lo: float, hi: float) -> float:
+    return max(lo, min(hi, v))
+
+
+# ---- shapes ------------------------------------------------------------------------------------
+@dataclass
+class Rect:
+    x: float
+    y: float
+    w: float
+    h: float
+    fill: str
+    rx: float = 0.0
+    stroke: str | None = None
+    sw: float = 0.0
+    opacity: float = 1.0
+    dash: bool = False
+    kind: str | None = None  # the node kind when the rectangle is a node
+
+
+@dataclass
+class Circle:
+    x: float
+    y: float
+    r: float
+    fill: str
+    stroke: str | None = None
+    sw: float = 0.0
+    dash: bool = False
+    kind: str | None = None
+
+
+@dataclass
+class Stroke:
+    """A line (2 points) or a cubic Bezier curve (4 points: start, control, control, end)."""
+
+    points: list[tuple[float, float]]
+    color: str
+    width: float
+    opacity: float = 1.0
+    kind: str | None = None  # the edge kind when the stroke is an edge
+
+
+@dataclass
+class Polygon:
+    points: list[tuple[float, float]]
+    fill: str
+
+
+@dataclass
+class Text:
+    x: float
+    y: float
+    text: str
+    size: float = 11
+    fill: str = "#1F2933"
+    anchor: str = "start"  # start | middle | end
+    bold: bool = False
+    mono: bool = False
+
+
+@dataclass
+class Scene:
+    width: int
+    height: int
+    title: str
+    shapes: list[Any] = field(default_factory=list)
+
+
+# ---- layout (layout.ts) ---------------------------------------------------------------------------
+@dataclass
+class Layout:
+    col_x: list[float]
+    col_w: list[float]
+    used: list[bool]
+    row_h: float
+    n_levels: int
+    width: float
+    height: float
+    ffn_dx: float
+    node_r: float
+    parallel: bool
+    n_layers: int
+
+
+def is_parallel(graph: dict[str, Any]) -> bool:
+    """Parallel blocks have no node after attention; the FFN reads the block's input (prune.ts)."""
+    return not any(n["kind"] == "attn" for n in graph["nodes"]) and any(
+        e["kind"] == "ffn" and e["source"].startswith("x:") for e in graph["edges"]
+    )
+
+
+def level_of(kind: str, layer: int, parallel: bool) -> float:
+    if kind == "embed":
+        return 0
+    if parallel:
+        return layer + 0.5 if kind == "ffn" else layer + 1
+    return {"attn": 2 * layer + 1, "ffn": 2 * layer + 1.5}.get(kind, 2 * layer + 2)
+
+
+def make_layout(graph: dict[str, Any], view: tuple[int, int] = EXPORT_VIEW) -> Layout:
+    n_tokens = len(graph["tokens"])
+    n_layers = int(graph["model"]["n_layers"])
+    used = [False] * n_tokens
+    for n in graph["nodes"]:
+        if 0 <= n["pos"] < n_tokens:
+            used[n["pos"]] = True
+    n_used = max(1, sum(used))
+    narrow = 12
+    view_w, view_h = view
+    avail_w = max(300, view_w - MARGIN["left"] - MARGIN["right"]) - (n_tokens - n_used) * narrow
+    wide = clamp(avail_w / n_used, 46, 150)
+    col_w, col_x, x = [], [], float(MARGIN["left"])
+    for i in range(n_tokens):
+        col_w.append(wide if used[i] else narrow)
+        col_x.append(x + col_w[i] / 2)
+        x += col_w[i]
+    parallel = is_parallel(graph)
+    n_levels = n_layers + 1 if parallel else 2 * n_layers + 1
+    avail_h = max(200, view_h - MARGIN["top"] - MARGIN["bottom"])
+    kx = max(300, view_w - MARGIN["left"] - MARGIN["right"]) / max(1, x - MARGIN["left"])
+    stretch = 1 / kx if 0.5 <= kx < 1 else 1
+    row_h = clamp(avail_h / max(1, n_levels - 1) * stretch, 9, 34 * stretch)
+    return Layout(
+        col_x=col_x, col_w=col_w, used=used, row_h=row_h, n_levels=n_levels, width=x + MARGIN["right"],
+        height=MARGIN["top"] + (n_levels - 1) * row_h + MARGIN["bottom"], ffn_dx=min(wide * 0.3, 16),
+        node_r=clamp(row_h * 0.36, 3, 5), parallel=parallel, n_layers=n_layers,
+    )
+
+
+def level_y(lay: Layout, level: float) -> float:
+    return MARGIN["top"] + (lay.n_levels - 1 - level) * lay.row_h
+
+
+def node_xy(lay: Layout, node: dict[str, Any]) -> tuple[float, float]:
+    x = lay.col_x[node["pos"]] + (lay.ffn_dx if node["kind"] == "ffn" else 0)
+    return x, level_y(lay, level_of(node["kind"], node["layer"], lay.parallel))
+
+
+def edge_style(kind: str, weight: float) -> tuple[float, float]:
+    """(width, opacity) of an edge by its weight (view.ts edgeStyle)."""
+    s = math.sqrt(clamp(weight, 0, 1))
+    if kind == "resid":
+        return 0.5 + 2.4 * s, 0.3 + 0.6 * weight
+    return 0.6 + 3.4 * s, 0.2 + 0.8 * weight
+
+
+def edge_points(lay: Layout, src: dict[str, Any], dst: dict[str, Any], kind: str) -> list[tuple[float, float]]:
+    (x1, y1), (x2, y2) = node_xy(lay, src), node_xy(lay, dst)
+    if kind != "attn":
+        return [(x1, y1), (x2, y2)]
+    if abs(x1 - x2) < 0.5:  # self edge through attention: bowed left so it never hides the residual edge
+        k = min(12, lay.col_w[src["pos"]] * 0.25)
+        return [(x1, y1), (x1 - k, y1 - (y1 - y2) * 0.2), (x2 - k, y2 + (y1 - y2) * 0.2), (x2, y2)]
+    ym = (y1 + y2) / 2
+    return [(x1, y1), (x1, ym), (x2, ym), (x2, y2)]
+
+
+WHITESPACE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d", "\u00a0": "\u237d"}
+
+
+def token_text(token: str) -> str:
+    """A token with its whitespace made visible and control characters escaped (ui/dom.ts tokenText)."""
+    if token == "":
+        return "\u2205"
+    return "".join(WHITESPACE.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 32 or ord(ch) == 127 else ch) for ch in token)
+
+
+def truncate(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "\u2026"
+
+
+# ---- the scene (view.ts exportSvg) -------------------------------------------------------------------
+def scene_of(graph: dict[str, Any], title: str | None = None) -> Scene:
+    lay = make_layout(graph)
+    width = math.ceil(lay.width)
+    height = math.ceil(lay.height + HEAD + FOOT - 30)
+    target = graph.get("target") or {}
+    target_pos = target.get("pos")
+    if title is None:
+        what = f"→ {target.get('token')!r} at position {target_pos}" if target_pos is not None else "all positions"
+        title = f"{graph['model'].get('name', 'model')}: route {what}, threshold {graph['threshold']:g}"
+    scene = Scene(width=width, height=height, title=title)
+    add = scene.shapes.append
+    add(Rect(0, 0, width, height, "#FFFFFF"))
+    add(Text(12, 22, title, size=13, bold=True))
+    lx = width - 300
+    for kind, label in (("attn", "attention"), ("resid", "residual"), ("ffn", "FFN")):
+        add(Stroke([(lx, 18), (lx + 18, 18)], COLORS[kind], 3))
+        add(Text(lx + 22, 22, label, fill="#3E4C59"))
+        lx += 90
+    dy = HEAD  # everything below is shifted down by the title band
+
+    def band(lo: float, hi: float, i: int) -> None:
+        y1 = level_y(lay, hi) - lay.row_h / 2
+        y2 = level_y(lay, lo) + lay.row_h / 2
+        add(Rect(0, y1 + dy, lay.width, y2 - y1, "#F3F5F8" if i % 2 else "#FFFFFF"))
+
+    band(0, 0, 1)
+    for layer in range(lay.n_layers):
+        band(level_of("block" if lay.parallel else "attn", layer, lay.parallel), level_of("block", layer, lay.parallel), layer)
+    for i, used in enumerate(lay.used):
+        if not used:
+            x = lay.col_x[i] - lay.col_w[i] / 2
+            add(Rect(x + 2, level_y(lay, lay.n_levels - 1) - lay.row_h / 2 + dy, lay.col_w[i] - 4,
+                     (lay.n_levels - 1) * lay.row_h + lay.row_h, "#EEF0F3", opacity=0.6))
+
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    for kind in ("resid", "ffn", "attn"):  # residual under FFN under attention; weakest first
+        for e in sorted((e for e in graph["edges"] if e["kind"] == kind), key=lambda e: e["weight"]):
+            if e["source"] not in nodes or e["target"] not in nodes:
+                continue
+            w, op = edge_style(kind, e["weight"])
+            pts = [(x, y + dy) for x, y in edge_points(lay, nodes[e["source"]], nodes[e["target"]], kind)]
+            add(Stroke(pts, COLORS[kind], w, op, kind))
+    n_layers = lay.n_layers
+    for n in graph["nodes"]:
+        x, y = node_xy(lay, n)
+        y += dy
+        look_key = "target" if n["kind"] == "block" and n["layer"] == n_layers - 1 and n["pos"] == target_pos else n["kind"]
+        look = NODE_LOOK[look_key]
+        r = look["r"] * lay.node_r
+        dash = bool(n.get("degenerate"))
+        if look["round"]:
+            add(Circle(x, y, r, look["fill"], look["stroke"], look["sw"], dash, n["kind"]))
+        else:
+            add(Rect(x - r, y - r, 2 * r, 2 * r, look["fill"], look["rx"], look["stroke"], look["sw"], dash=dash, kind=n["kind"]))
+    if target_pos is not None and 0 <= target_pos < len(lay.col_x):
+        x, y = lay.col_x[target_pos], level_y(lay, lay.n_levels - 1) - 9 + dy
+        add(Polygon([(x - 5, y - 7), (x + 5, y - 7), (x, y)], COLORS["target"]))
+    for layer in range(n_layers):
+        add(Text(40, level_y(lay, level_of("block", layer, lay.parallel)) + 4 + dy, f"L{layer}", size=10, fill="#616E7C", anchor="end"))
+    add(Text(40, level_y(lay, 0) + 4 + dy, "emb", size=10, fill="#616E7C", anchor="end"))
+    by = lay.height - 30 + dy
+    for i, used in enumerate(lay.used):
+        if not used:
+            continue
+        max_chars = int(clamp((lay.col_w[i] - 4) // 6.6, 2, 20))
+        add(Text(lay.col_x[i], by + 10, str(i), size=9, fill="#9AA5B1", anchor="middle"))
+        is_target = i == target_pos
+        add(Text(lay.col_x[i], by + 25, truncate(token_text(graph["tokens"][i]), max_chars),
+                 fill="#B26B00" if is_target else "#1F2933", anchor="middle", bold=is_target, mono=True))
+    return scene
+
+
+def bezier(points: list[tuple[float, float]], steps: int = 16) -> list[tuple[float, float]]:
+    """A stroke as a polyline: lines as they are, cubic curves sampled at `steps` segments."""
+    if len(points) != 4:
+        return points
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = points
+    out = []
+    for j in range(steps + 1):
+        t = j / steps
+        u = 1 - t
+        a, b, c, d = u * u * u, 3 * u * u * t, 3 * u * t * t, t * t * t
+        out.append((a * x0 + b * x1 + c * x2 + d * x3, a * y0 + b * y1 + c * y2 + d * y3))
+    return out
