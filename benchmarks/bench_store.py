@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import tempfile
-import time
-from typing import Callable
 
 import routelens as rl
 from routelens.routes import kernels
 from routelens.store import TraceStore
 from routelens.store.store import human
+
+from bench_trace import timed  # noqa: E402 (benchmarks/ is the script's folder)
 
 WORDS = ("the river city north light stone market winter garden music paper letter forest "
          "window silver morning harbor bridge story mountain").split()
@@ -36,15 +35,6 @@ def ids_of(model: rl.Model, n_tokens: int, seed: int) -> list[int]:
     rng = random.Random(seed)
     text = " ".join(rng.choice(WORDS) for _ in range(n_tokens))
     return model.tokenize(text).tolist()[:n_tokens]
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -73,8 +63,8 @@ def main() -> None:
 
         rows = []
         for label, then in (("trace", lambda t: t), ("trace + route", route), ("trace + route + predictions + token panel", web)):
-            fresh = median_time(lambda: then(model.trace(ids, store=False)), args.repeat)
-            stored = median_time(lambda: then(model.trace(ids, store=store)), args.repeat)
+            fresh = timed(lambda: then(model.trace(ids, store=False)), args.repeat)
+            stored = timed(lambda: then(model.trace(ids, store=store)), args.repeat)
             rows.append((label, fresh, stored))
         info = store.info()
         stored_trace = model.trace(ids, store=store)

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -70,3 +70,20 @@ def chromium_path() -> str:
     if path is None:
         raise RuntimeError("Debian's chromium is needed for browser tests: apt-get install -y chromium")
     return path
+
+
+@contextlib.contextmanager
+def tiny_app(folder: Path, seed: int, **config: Any) -> Iterator[tuple[Any, str, dict]]:
+    """An in-process app (TestClient) serving a tiny local model saved in `folder`, with one
+    prompt traced: yields (client, trace id, its graph at threshold 0.01)."""
+    from fastapi.testclient import TestClient
+
+    from routelens.server.app import create_app
+    from routelens.server.config import ServerConfig
+    from tiny_models import save_tiny_model
+
+    save_tiny_model(folder, seed=seed)
+    cfg = ServerConfig(models={"tiny": str(folder)}, default_model="tiny", **config)
+    with TestClient(create_app(cfg, preload=False)) as client:
+        tid = client.post("/api/trace", json={"model": "tiny", "prompt": "the capital of france is"}).json()["trace_id"]
+        yield client, tid, client.get(f"/api/trace/{tid}/graph", params={"threshold": 0.01}).json()

@@ -20,6 +20,7 @@ import tiny_models
 from routelens.export import GraphFileError, render, write_graph
 from routelens.export.drawing import scene_of
 from routelens.routes.graph import SCHEMA_FILE
+from servers import tiny_app
 from tiny_models import PROMPT, TinyTokenizer, save_tiny_model
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -132,16 +133,7 @@ def test_cli_out_picks_the_format_from_the_extension(tmp_path):
 
 
 def test_api_export_endpoint(tmp_path):
-    from fastapi.testclient import TestClient
-
-    from routelens.server.app import create_app
-    from routelens.server.config import ServerConfig
-
-    save_tiny_model(tmp_path / "m", seed=8)
-    config = ServerConfig(models={"tiny": str(tmp_path / "m")}, default_model="tiny", store=False)
-    with TestClient(create_app(config, preload=False)) as client:
-        tid = client.post("/api/trace", json={"model": "tiny", "prompt": "the capital of france is"}).json()["trace_id"]
-        graph = client.get(f"/api/trace/{tid}/graph", params={"threshold": 0.01}).json()
+    with tiny_app(tmp_path / "m", seed=8, store=False) as (client, tid, graph):
         for fmt, media in (("json", "application/json"), ("graphml", "application/graphml+xml"), ("svg", "image/svg+xml"),
                            ("png", "image/png")):  # html: tests/test_export_html.py
             r = client.get(f"/api/trace/{tid}/export", params={"format": fmt, "threshold": 0.01})
