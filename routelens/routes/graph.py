@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from .. import interrupt
 from ..errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
     for t in targets:
         _resid_node(graph, n_layers, t)
     for layer in reversed(range(n_layers)):
+        interrupt.check()  # a safe point per layer (a server request may be cancelled or overdue)
         below: set[int] = set()
         out_positions = sorted(frontier)
         if not out_positions:

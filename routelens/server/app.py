@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal, TypeVar
+
+import anyio
 
 import torch
 from fastapi import FastAPI, Query, Request
@@ -25,9 +27,12 @@ from ..errors import (
     UnknownModelError,
     UnsupportedArchitectureError,
 )
+from ..interrupt import Interrupted
 from ..routes import kernels
 from .config import ServerConfig
-from .state import ForbiddenError, ModelRegistry, TraceCache, TraceEntry, UnknownTraceError
+from .limits import BodyLimitMiddleware
+from .state import ForbiddenError, ModelRegistry, ModelSlot, TraceCache, TraceEntry, UnknownTraceError
+from .work import MemoryBudgetError, OutOfMemoryError, QueueFullError, WorkQueue, compute, trace_bytes_estimate
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -41,6 +46,9 @@ ERROR_STATUS: list[tuple[type[RoutelensError], int, str]] = [
     (PromptTooLongError, 413, "prompt_too_long"),
     (InvalidArgumentError, 422, "invalid_argument"),
     (DownloadError, 502, "download_failed"),
+    (QueueFullError, 429, "busy"),
+    (MemoryBudgetError, 413, "too_large"),
+    (OutOfMemoryError, 503, "out_of_memory"),
 ]
 
 
@@ -75,12 +83,26 @@ class TraceRequest(BaseModel):
 
 def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
     app = FastAPI(title="routelens", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     registry = ModelRegistry(config)
-    traces = TraceCache(config.max_traces)
-    app.state.config, app.state.registry, app.state.traces = config, registry, traces
+    traces = TraceCache(config.max_traces, config.max_trace_cache_mb * 2**20)
+    queue = WorkQueue(config.max_queue, config.request_time_limit)
+    app.state.config, app.state.registry, app.state.traces, app.state.queue = config, registry, traces, queue
+
+    R = TypeVar("R")
+
+    async def on_model(request: Request, slot: ModelSlot, fn: Callable[[], R]) -> R:
+        """Run model work through the device's queue (one at a time), cancelled if the client leaves."""
+        return await compute(request, queue, slot.device, fn)
 
     @app.exception_handler(RoutelensError)
     async def routelens_error(_request: Request, err: RoutelensError) -> JSONResponse:
+        if isinstance(err, QueueFullError):
+            response = error_response(429, "busy", str(err))
+            response.headers["retry-after"] = str(err.retry_after)
+            return response
+        if isinstance(err, Interrupted):  # 499: the client left (nobody reads it); 503: over the time limit
+            return error_response(503 if err.timed_out else 499, "time_limit" if err.timed_out else "client_closed", str(err))
         for cls, status, code in ERROR_STATUS:
             if isinstance(err, cls):
                 return error_response(status, code, str(err))
@@ -134,7 +156,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
 
     # ---- traces -----------------------------------------------------------------------------
     @app.post("/api/trace")
-    def make_trace(body: TraceRequest) -> dict[str, Any]:
+    async def make_trace(request: Request, body: TraceRequest) -> dict[str, Any]:
         name = (body.model or config.default_model).strip()
         if not body.prompt.strip():
             raise EmptyPromptError("the prompt is empty: type some text to trace")
@@ -148,11 +170,24 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         start = time.perf_counter()
         cached = entry is not None
         if entry is None:
-            slot = registry.get(name, timeout=600)
-            with slot.lock:
-                trace = slot.model.trace(body.prompt, norm=norm, chat=body.chat, store=None if config.store else False)
-                predictions = trace.predictions(k=5)
-            entry = TraceEntry(trace_id=trace_id, slot=slot, trace=trace, predictions=predictions)
+            slot = await anyio.to_thread.run_sync(registry.get, name, 600)
+            model = slot.model
+            ids = model.tokenize(body.prompt, chat=body.chat)
+            if len(ids) > config.max_prompt_tokens:
+                raise PromptTooLongError(
+                    f"the prompt has {len(ids)} tokens; this server traces at most {config.max_prompt_tokens}: shorten it")
+            need = trace_bytes_estimate(model, len(ids))
+            if config.max_trace_memory_mb is not None and need > config.max_trace_memory_mb * 2**20:
+                raise MemoryBudgetError(
+                    f"a trace of {len(ids)} tokens on {name} needs about {need / 2**20:.0f} MiB; this server allows "
+                    f"{config.max_trace_memory_mb:g} MiB per trace: shorten the prompt")
+
+            def run() -> tuple[Any, list]:
+                trace = model.trace(ids.tolist(), norm=norm, store=None if config.store else False)
+                return trace, trace.predictions(k=5)
+
+            trace, predictions = await on_model(request, slot, run)
+            entry = TraceEntry(trace_id=trace_id, slot=slot, trace=trace, predictions=predictions, nbytes=need)
             traces.put(entry)
         trace = entry.trace
         timings = {
@@ -178,13 +213,14 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         return traces.get(trace_id)
 
     @app.get("/api/trace/{trace_id}/graph")
-    def graph(trace_id: str, target: int = -1, threshold: float = Query(0.04, ge=0.0, le=1.0)) -> dict[str, Any]:
+    async def graph(request: Request, trace_id: str, target: int = -1,
+                    threshold: float = Query(0.04, ge=0.0, le=1.0)) -> dict[str, Any]:
         entry = use(trace_id)
-        with entry.slot.lock:
-            return entry.trace.graph(target=target, threshold=threshold).to_dict()
+        return await on_model(request, entry.slot, lambda: entry.trace.graph(target=target, threshold=threshold).to_dict())
 
     @app.get("/api/trace/{trace_id}/export")
-    def export(
+    async def export(
+        request: Request,
         trace_id: str,
         format: Literal["json", "graphml", "svg", "png", "html"] = "json",  # noqa: A002 (the query parameter's name)
         target: int = -1,
@@ -194,16 +230,20 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         from ..export.files import MEDIA_TYPES, render
 
         entry = use(trace_id)
-        with entry.slot.lock:
-            graph = entry.trace.graph(target=target, threshold=threshold)
-        data = render(graph, format)
+        graph = await on_model(request, entry.slot, lambda: entry.trace.graph(target=target, threshold=threshold))
+        if len(graph.edges) > config.max_export_edges:
+            raise MemoryBudgetError(
+                f"this route has {len(graph.edges)} edges at threshold {threshold:g}; this server exports at most "
+                f"{config.max_export_edges}: raise the threshold")
+        data = await anyio.to_thread.run_sync(render, graph, format)
         pos = graph.target.get("pos")
         name = f"routelens-{trace_id}-{'all' if pos is None else pos}-{threshold:g}.{format}"
         return Response(content=data, media_type=MEDIA_TYPES[format],
                         headers={"content-disposition": f'attachment; filename="{name}"'})
 
     @app.get("/api/trace/{trace_id}/node")
-    def node(
+    async def node(
+        request: Request,
         trace_id: str,
         kind: Literal["block", "attn", "embed"],
         pos: int,
@@ -213,29 +253,31 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
     ) -> dict[str, Any]:
         entry = use(trace_id)
         trace = entry.trace
-        with entry.slot.lock:
+
+        def work() -> dict[str, Any]:
             top = trace.top_tokens(kind, layer, pos, k, apply_norm=bool(norm))
             if kind == "embed":
                 effects: dict[str, list] = {"promoted": [], "suppressed": []}
             else:
                 effects = trace.block_write_tokens(layer, pos, "block" if kind == "block" else "attn", k)
-        return {"top_tokens": top, **effects}
+            return {"top_tokens": top, **effects}
+
+        return await on_model(request, entry.slot, work)
 
     @app.get("/api/trace/{trace_id}/edge")
-    def edge(trace_id: str, layer: int, source: int, target: int) -> dict[str, Any]:
+    async def edge(request: Request, trace_id: str, layer: int, source: int, target: int) -> dict[str, Any]:
         entry = use(trace_id)
         trace = entry.trace
         layer, src, dst = trace.check_layer(layer), trace.position(source), trace.position(target)
         if src > dst:
             raise InvalidArgumentError(f"source {src} comes after target {dst}: attention only reads earlier positions")
-        with entry.slot.lock:
-            row = trace.attention_rows(layer, [dst])[dst]
+        row = await on_model(request, entry.slot, lambda: trace.attention_rows(layer, [dst])[dst])
         shares = row.heads[:, src].tolist()
         heads = sorted(({"head": h, "weight": w} for h, w in enumerate(shares)), key=lambda x: -x["weight"])
         return {"weight": float(sum(shares)), "heads": heads}
 
     @app.get("/api/trace/{trace_id}/head")
-    def head(trace_id: str, layer: int, head: int, pos: int = -1) -> dict[str, Any]:
+    async def head(request: Request, trace_id: str, layer: int, head: int, pos: int = -1) -> dict[str, Any]:
         entry = use(trace_id)
         trace = entry.trace
         layer, pos = trace.check_layer(layer), trace.position(pos)
@@ -243,7 +285,8 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         if not -1 <= head < n_heads:
             raise InvalidArgumentError(f"head {head} is out of range: use 0..{n_heads - 1}, or -1 for all heads")
         t = trace.n_positions
-        with entry.slot.lock:
+
+        def work() -> dict[str, Any]:
             pattern = trace.capture.layers[layer].pattern.float()
             rows = trace.attention_rows(layer, list(range(t)))
             contrib = torch.zeros(t, t)
@@ -255,29 +298,32 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
             else:
                 effects = trace.head_write_tokens(layer, pos, head, 10)
                 pat = pattern[head]
-        return {
-            "pattern": [[round(v, 5) for v in r] for r in pat.cpu().tolist()],
-            "contributions": [[round(v, 5) for v in r] for r in contrib.tolist()],
-            **effects,
-        }
+            return {
+                "pattern": [[round(v, 5) for v in r] for r in pat.cpu().tolist()],
+                "contributions": [[round(v, 5) for v in r] for r in contrib.tolist()],
+                **effects,
+            }
+
+        return await on_model(request, entry.slot, work)
 
     @app.get("/api/trace/{trace_id}/ffn")
-    def ffn(trace_id: str, layer: int, pos: int, k: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
+    async def ffn(request: Request, trace_id: str, layer: int, pos: int, k: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
         entry = use(trace_id)
         trace = entry.trace
-        with entry.slot.lock:
+
+        def work() -> dict[str, Any]:
             neurons = trace.neurons(layer, pos, k)
             for n in neurons:
-                effects = trace.neuron_write_tokens(layer, pos, n["index"], 3)
-                n.update(effects)
-            everything = trace.block_write_tokens(layer, pos, "ffn", 10)
-        return {"neurons": neurons, "all": everything}
+                n.update(trace.neuron_write_tokens(layer, pos, n["index"], 3))
+            return {"neurons": neurons, "all": trace.block_write_tokens(layer, pos, "ffn", 10)}
+
+        return await on_model(request, entry.slot, work)
 
     @app.get("/api/trace/{trace_id}/neuron")
-    def neuron(trace_id: str, layer: int, pos: int, neuron: int, k: int = Query(10, ge=1, le=100)) -> dict[str, Any]:
+    async def neuron(request: Request, trace_id: str, layer: int, pos: int, neuron: int,
+                     k: int = Query(10, ge=1, le=100)) -> dict[str, Any]:
         entry = use(trace_id)
-        with entry.slot.lock:
-            return entry.trace.neuron_write_tokens(layer, pos, neuron, k)
+        return await on_model(request, entry.slot, lambda: entry.trace.neuron_write_tokens(layer, pos, neuron, k))
 
     @app.get("/api/debug")
     def debug() -> dict[str, Any]:
@@ -288,6 +334,8 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
             "resident_mb": round(_resident_bytes() / 2**20, 1),
             "traces_cached": len(traces.entries),
             "max_traces": traces.max_traces,
+            "trace_cache_mb": round(traces.nbytes / 2**20, 1),
+            "queue": queue.status(),
             "models": {name: slot.state for name, slot in registry.slots.items()},
             "torch_threads": torch.get_num_threads(),
             "kernel_compiled": bool(kernels._compiled),

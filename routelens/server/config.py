@@ -38,6 +38,14 @@ class ServerConfig(BaseModel):
     max_user_string_length: int = 4000
     allow_custom_models: bool = True
     max_traces: int = 32
+    # limits (issue 5): what one request or the whole server may take
+    max_prompt_tokens: int = Field(2048, ge=1)  # tokens per traced prompt
+    max_body_bytes: int = Field(1_000_000, ge=1024)  # of a request body
+    max_trace_cache_mb: int = Field(4096, ge=1)  # memory of the traces kept for detail requests
+    max_trace_memory_mb: float | None = Field(None, gt=0)  # a trace needing more is refused (413) before it runs
+    max_export_edges: int = Field(200_000, ge=1)  # edges in one exported graph
+    max_queue: int = Field(8, ge=0)  # requests waiting for a busy device before 429
+    request_time_limit: float = Field(300.0, gt=0)  # seconds of model work per request
     store: bool = True  # read and write the persistent trace store ($ROUTELENS_STORE, off with --no-store)
     base_dir: Path = Path(".")
 

@@ -1,7 +1,7 @@
 """What the server holds: loaded models (loading in the background) and a bounded trace cache.
 
 Tracing registers hooks on the model's modules, so two computations on one model must never
-overlap: every use of a model (trace, importances, projections) holds that model's lock.
+overlap: every use of a model goes through the device's work queue (work.py), one at a time.
 """
 
 from __future__ import annotations
@@ -37,8 +37,14 @@ class ModelSlot:
     finished: float | None = None
     model: Model | None = None
     error: RoutelensError | None = None
-    lock: threading.RLock = field(default_factory=threading.RLock)
     done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def device(self) -> str:
+        """Where the model computes ("cpu", "cuda:0"): work on one device runs one at a time."""
+        if self.model is None:
+            return "none"
+        return str(next(self.model.hf_model.parameters()).device)
 
     def status(self) -> dict[str, Any]:
         end = self.finished if self.finished is not None else time.monotonic()
@@ -127,16 +133,23 @@ class TraceEntry:
     slot: ModelSlot
     trace: Trace
     predictions: list[list[dict[str, Any]]] = field(default_factory=list)
+    nbytes: int = 0  # what the trace holds in memory (estimated from its size)
     created: float = field(default_factory=time.time)
 
 
 class TraceCache:
-    """The most recent traces, least recently used evicted first."""
+    """The most recent traces, least recently used evicted first: at most `max_traces` of them
+    and `max_bytes` of memory (the newest one is always kept)."""
 
-    def __init__(self, max_traces: int) -> None:
+    def __init__(self, max_traces: int, max_bytes: int | None = None) -> None:
         self.max_traces = max(1, max_traces)
+        self.max_bytes = max_bytes
         self.entries: OrderedDict[str, TraceEntry] = OrderedDict()
         self.lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(e.nbytes for e in self.entries.values())
 
     @staticmethod
     def key(model: str, prompt: str, chat: bool, norm: int) -> str:
@@ -159,5 +172,7 @@ class TraceCache:
         with self.lock:
             self.entries[entry.trace_id] = entry
             self.entries.move_to_end(entry.trace_id)
-            while len(self.entries) > self.max_traces:
+            while len(self.entries) > self.max_traces or (
+                self.max_bytes is not None and len(self.entries) > 1 and self.nbytes > self.max_bytes
+            ):
                 self.entries.popitem(last=False)

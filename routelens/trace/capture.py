@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import interrupt
 from ..models.adapters.base import Adapter
 
 
@@ -72,6 +73,8 @@ def run_with_capture(adapter: Adapter, token_ids: torch.Tensor) -> Capture:
 
     def keep_input(i: int, key: str):
         def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if key == "resid_in":
+                interrupt.check()  # a safe point before each block: a cancelled request stops here
             store[i][key] = _flat(_hidden_arg(args, kwargs))
 
         return hook
