@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="the model to load at start (default: the configuration's, else the catalog default)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=None, help="access token the API requires (default $ROUTELENS_TOKEN); needed to bind beyond 127.0.0.1")
+    p.add_argument("--insecure", action="store_true", help="allow binding beyond 127.0.0.1 without an access token")
     _add_store_option(p)
     return parser
 
@@ -206,11 +208,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server.app import create_app
     from .server.config import load_config
 
+    from .server.access import check_bind, token_from
+
     config = load_config(args.config, args.model)
+    token = token_from(args.token or config.access_token)
+    check_bind(args.host, token, args.insecure)  # before any model loads
+    config.access_token = token
     if args.no_store:
         config.store = False
     app = create_app(config)
-    out_console.print(f"routelens: serving {config.default_model} on http://{args.host}:{args.port}/")
+    out_console.print(f"routelens: serving {config.default_model} on http://{args.host}:{args.port}/"
+                      + (" (access token required)" if token else ""))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -33,3 +33,8 @@ class InvalidArgumentError(RoutelensError, ValueError):
 
 class DownloadError(RoutelensError, RuntimeError):
     """A catalog model that could not be fetched or failed its hash check."""
+
+
+class ForbiddenError(RoutelensError, PermissionError):
+    """Something this configuration does not allow (custom models in demo mode, files outside
+    the dataset folder, remote code or pickled weights nobody allowed)."""

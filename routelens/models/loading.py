@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import ModelNotFoundError, RoutelensError, UnknownModelError, UnsupportedArchitectureError
+from ..errors import ForbiddenError, ModelNotFoundError, RoutelensError, UnknownModelError, UnsupportedArchitectureError
 from . import catalog
 from .adapters import supported_model_types
 from .model import Model, ModelSource
@@ -50,6 +50,11 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def _has_pickled_weights(where: str) -> bool:
+    folder = Path(where)
+    return folder.is_dir() and any(f.suffix in (".bin", ".pt", ".pth") for f in folder.iterdir())
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.endswith(".gguf") or "\\" in name or Path(name).exists()
 
@@ -62,12 +67,16 @@ def load(
     revision: str | None = None,
     device_map: str | dict | None = None,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Model:
     """Load a model by catalog name, HF hub id, local directory or .gguf file.
 
     `device_map="auto"` is passed to transformers to spread a big model over several GPUs
     (then `device` is ignored). `progress` is told each stage: downloading, converting, loading.
+    Weights load from safetensors or GGUF only: pickled weights (.bin, .pt) can run code when
+    read, so they need `allow_pickle=True`; code from a model's repository needs
+    `trust_remote_code=True`.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -114,9 +123,22 @@ def load(
                 f"{name!r} is a {config.model_type!r} model ({', '.join(getattr(config, 'architectures', None) or [])}); "
                 f"routelens decomposes only: {', '.join(supported_model_types())}"
             )
+        if "gguf_file" not in extra and not allow_pickle:
+            kwargs["use_safetensors"] = True  # never unpickle weights nobody allowed
         hf_model = AutoModelForCausalLM.from_pretrained(where, attn_implementation="eager", **kwargs, **extra)
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **extra)
     except (OSError, ValueError, KeyError) as err:
+        text = str(err)
+        if "trust_remote_code" in text:
+            raise ForbiddenError(
+                f"{name!r} runs code from its repository to load (trust_remote_code); routelens runs it only when "
+                "told: rl.load(..., trust_remote_code=True), or list the model under \"trust_remote_code\" in the "
+                "server's configuration") from None
+        if not allow_pickle and "safetensors" in text.lower() and _has_pickled_weights(where):
+            raise ForbiddenError(
+                f"{name!r} has only pickled weights (.bin / .pt), which can run code when they are read; routelens "
+                "loads safetensors or GGUF. Convert them, or allow it: rl.load(..., allow_pickle=True), or list the "
+                "model under \"allow_pickle\" in the server's configuration") from None
         if source.kind == "hub":
             raise UnknownModelError(
                 f"could not load {name!r}: it is not in the catalog (`routelens models`), not a local path, "

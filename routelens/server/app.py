@@ -30,8 +30,10 @@ from ..errors import (
 from ..interrupt import Interrupted
 from ..routes import kernels
 from .config import ServerConfig
+from .access import AccessMiddleware
 from .limits import BodyLimitMiddleware
-from .state import ForbiddenError, ModelRegistry, ModelSlot, TraceCache, TraceEntry, UnknownTraceError
+from ..errors import ForbiddenError
+from .state import ModelRegistry, ModelSlot, TraceCache, TraceEntry, UnknownTraceError
 from .work import MemoryBudgetError, OutOfMemoryError, QueueFullError, WorkQueue, compute, trace_bytes_estimate
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -84,6 +86,8 @@ class TraceRequest(BaseModel):
 def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
     app = FastAPI(title="routelens", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    if config.access_token:  # added last: the outermost check
+        app.add_middleware(AccessMiddleware, token=config.access_token)
     registry = ModelRegistry(config)
     traces = TraceCache(config.max_traces, config.max_trace_cache_mb * 2**20)
     queue = WorkQueue(config.max_queue, config.request_time_limit)
@@ -173,9 +177,9 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
             slot = await anyio.to_thread.run_sync(registry.get, name, 600)
             model = slot.model
             ids = model.tokenize(body.prompt, chat=body.chat)
-            if len(ids) > config.max_prompt_tokens:
+            if len(ids) > config.prompt_token_limit:
                 raise PromptTooLongError(
-                    f"the prompt has {len(ids)} tokens; this server traces at most {config.max_prompt_tokens}: shorten it")
+                    f"the prompt has {len(ids)} tokens; this server traces at most {config.prompt_token_limit}: shorten it")
             need = trace_bytes_estimate(model, len(ids))
             if config.max_trace_memory_mb is not None and need > config.max_trace_memory_mb * 2**20:
                 raise MemoryBudgetError(
@@ -212,10 +216,28 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
     def use(trace_id: str) -> TraceEntry:
         return traces.get(trace_id)
 
+    def check_threshold(threshold: float) -> None:
+        if config.demo_mode and threshold < config.demo_min_threshold:
+            raise ForbiddenError(f"this demo draws routes at thresholds of {config.demo_min_threshold:g} and above; "
+                                 "raise the threshold")
+
+    @app.get("/api/prompts")
+    def dataset_prompts(file: str = Query(..., min_length=1, max_length=500)) -> dict[str, Any]:
+        """The prompts of a dataset file (one per line) from the configured dataset folder."""
+        path = config.dataset_path(file)
+        if path.stat().st_size > 1_000_000:
+            raise InvalidArgumentError(f"{file!r} is larger than 1 MB; split it into smaller prompt files")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(f"{file!r} is not UTF-8 text; a dataset file holds one prompt per line") from None
+        return {"file": file, "prompts": [line.strip() for line in lines if line.strip()][:10_000]}
+
     @app.get("/api/trace/{trace_id}/graph")
     async def graph(request: Request, trace_id: str, target: int = -1,
                     threshold: float = Query(0.04, ge=0.0, le=1.0)) -> dict[str, Any]:
         entry = use(trace_id)
+        check_threshold(threshold)
         return await on_model(request, entry.slot, lambda: entry.trace.graph(target=target, threshold=threshold).to_dict())
 
     @app.get("/api/trace/{trace_id}/export")
@@ -230,6 +252,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         from ..export.files import MEDIA_TYPES, render
 
         entry = use(trace_id)
+        check_threshold(threshold)
         graph = await on_model(request, entry.slot, lambda: entry.trace.graph(target=target, threshold=threshold))
         if len(graph.edges) > config.max_export_edges:
             raise MemoryBudgetError(

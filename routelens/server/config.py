@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import RoutelensError
+from ..errors import ForbiddenError, InvalidArgumentError, RoutelensError
 from ..models import catalog
 
 DEFAULT_PROMPTS = [
@@ -46,6 +46,15 @@ class ServerConfig(BaseModel):
     max_export_edges: int = Field(200_000, ge=1)  # edges in one exported graph
     max_queue: int = Field(8, ge=0)  # requests waiting for a busy device before 429
     request_time_limit: float = Field(300.0, gt=0)  # seconds of model work per request
+    demo_max_prompt_tokens: int = Field(256, ge=1)  # demo mode: no settings that cost memory
+    demo_min_threshold: float = Field(0.01, ge=0, le=1)
+    # what may run or be read: names of configured models allowed to run their repository's code or
+    # to load pickled (.bin/.pt) weights; the folder dataset files are read from (default: the
+    # configuration file's folder)
+    trust_remote_code: list[str] = Field(default_factory=list)
+    allow_pickle: list[str] = Field(default_factory=list)
+    dataset_dir: Path | None = None
+    access_token: str | None = Field(None, exclude=True)  # `serve --token`, $ROUTELENS_TOKEN or the file
     store: bool = True  # read and write the persistent trace store ($ROUTELENS_STORE, off with --no-store)
     base_dir: Path = Path(".")
 
@@ -67,7 +76,37 @@ class ServerConfig(BaseModel):
             return str(p if p.is_absolute() else (self.base_dir / p))
         return name
 
+    @property
+    def prompt_token_limit(self) -> int:
+        return min(self.max_prompt_tokens, self.demo_max_prompt_tokens) if self.demo_mode else self.max_prompt_tokens
+
+    def dataset_root(self) -> Path:
+        root = self.dataset_dir if self.dataset_dir is not None else self.base_dir
+        return (root if root.is_absolute() else self.base_dir / root).resolve()
+
+    def dataset_path(self, name: str) -> Path:
+        """A dataset file inside the dataset folder, or a refusal saying why (no absolute paths,
+        no `..`, no symbolic links leading out of the folder)."""
+        if self.demo_mode or not self.allow_loading_dataset_files:
+            raise ForbiddenError("this server does not load dataset files" + (" in demo mode" if self.demo_mode else ""))
+        if not isinstance(name, str) or not name.strip() or "\x00" in name:
+            raise InvalidArgumentError("no dataset file named: give a file name inside the dataset folder")
+        given = Path(name)
+        drive_like = bool(given.parts) and ":" in given.parts[0]  # C:\\x on Windows
+        if given.is_absolute() or name.startswith(("/", "\\")) or drive_like:
+            raise ForbiddenError(f"{name!r} is an absolute path; dataset files are named relative to the dataset folder")
+        if ".." in given.parts or ".." in name.replace("\\", "/").split("/"):
+            raise ForbiddenError(f"{name!r} goes up out of the dataset folder ('..'); name a file inside it")
+        root = self.dataset_root()
+        path = (root / given).resolve()
+        if not path.is_relative_to(root):
+            raise ForbiddenError(f"{name!r} leads out of the dataset folder (through a symbolic link); name a file inside it")
+        if not path.is_file():
+            raise InvalidArgumentError(f"no dataset file {name!r} in the dataset folder")
+        return path
+
     def prompts(self) -> list[str]:
+        # the operator's own file (from the configuration): read as given, relative to the file
         if self.preloaded_dataset_filename and self.allow_loading_dataset_files:
             path = Path(self.preloaded_dataset_filename)
             path = path if path.is_absolute() else self.base_dir / path

@@ -13,15 +13,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RoutelensError, UnknownModelError
+from ..errors import ForbiddenError, RoutelensError, UnknownModelError
 from ..models.loading import load
 from ..models.model import Model
 from ..trace.trace import Trace
 from .config import ServerConfig
-
-
-class ForbiddenError(RoutelensError, PermissionError):
-    """Something the server's configuration does not allow (e.g. custom models in demo mode)."""
 
 
 class UnknownTraceError(RoutelensError, LookupError):
@@ -100,7 +96,12 @@ class ModelRegistry:
             slot.stage = stage
 
         try:
-            slot.model = load(self.config.source_of(slot.name), progress=progress)
+            slot.model = load(
+                self.config.source_of(slot.name),
+                progress=progress,
+                trust_remote_code=slot.name in self.config.trust_remote_code,
+                allow_pickle=slot.name in self.config.allow_pickle,
+            )
             slot.model.source.name = slot.name
             slot.state = slot.stage = "ready"
         except RoutelensError as err:
