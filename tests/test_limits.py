@@ -197,3 +197,24 @@ def test_work_stops_when_the_client_goes_away(folder):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_switching_models_lets_running_work_finish(folder, tmp_path):
+    other = tmp_path / "other"
+    save_tiny_model(other, seed=12)
+    config = ServerConfig(models={"tiny": str(folder), "other": str(other)}, default_model="tiny", store=False)
+    with TestClient(create_app(config, preload=False)) as client:
+        client.app.state.registry.max_loaded = 1  # loading "other" evicts "tiny"
+        slow_down(client, 0.4)
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(trace, client, prompt(5))
+            time.sleep(0.2)  # tiny's forward pass is under way
+            assert client.post("/api/models/load", json={"model": "other"}).status_code in (200, 202)
+            r = running.result()
+        assert r.status_code == 200 and r.json()["predictions"], r.text
+        deadline = time.monotonic() + 60
+        while client.get("/api/models/status", params={"model": "other"}).json()["state"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert "tiny" not in client.app.state.registry.slots
+        assert client.post("/api/trace", json={"model": "other", "prompt": prompt(5)}).status_code == 200
