@@ -26,8 +26,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def get_json(url: str, timeout: float = 10) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+def get_json(url: str, timeout: float = 10, token: str | None = None) -> dict:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
         return json.loads(r.read())
 
 
@@ -42,6 +43,7 @@ def running_server(*args: str, ready_model: str | None = "smollm2-135m-instruct"
             stdout=out, stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
+    token = args[args.index("--token") + 1] if "--token" in args else None
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -49,7 +51,7 @@ def running_server(*args: str, ready_model: str | None = "smollm2-135m-instruct"
                 raise RuntimeError(f"routelens serve exited early:\n{log.read_text()[-3000:]}")
             try:
                 get_json(base + "/api/health", timeout=2)
-                if ready_model is None or get_json(f"{base}/api/models/status?model={ready_model}")["state"] == "ready":
+                if ready_model is None or get_json(f"{base}/api/models/status?model={ready_model}", token=token)["state"] == "ready":
                     break
             except OSError:
                 pass

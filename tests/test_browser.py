@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.dom.minidom
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +209,318 @@ def test_hover_and_clicks_work_on_a_dense_graph(page, server):
     page.evaluate("window.__routelensDebug.setThreshold(0.1)")
     page.locator("[data-testid=graph-node][data-kind=block]").last.click()
     page.get_by_test_id("token-panel").wait_for()
+
+
+# ---- a graph JSON opened from a file (no trace on the server) --------------------------------
+
+def wait_ready(page, server: str) -> None:
+    """The app is up and its model is loaded: nothing more is asked of the server on its own."""
+    page.goto(server + "/")
+    page.locator("[data-testid=model-status].st-ready").wait_for()
+
+
+def test_open_file_draws_the_graph_without_the_server(page, server, smollm2, tmp_path):
+    graph = smollm2.trace(PROMPT).graph().to_dict()
+    path = tmp_path / "route.json"
+    path.write_text(json.dumps(graph))
+    wait_ready(page, server)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/" in r.url else None)
+    page.get_by_test_id("open-file-input").set_input_files(str(path))
+    page.locator("[data-testid=graph-edge]").first.wait_for()
+    # drawn at the file's own threshold: every edge and node of the file
+    assert edge_count(page) == len(graph["edges"])
+    assert page.locator("[data-testid=graph-node]").count() == len(graph["nodes"])
+    slider = page.get_by_test_id("threshold-slider")
+    assert float(slider.get_attribute("min")) == pytest.approx(graph["threshold"])
+    assert "route.json" in page.get_by_test_id("file-badge").inner_text()
+    # hover shows numbers, the slider re-prunes locally
+    edge = page.locator("[data-testid=graph-edge][data-kind=attn]").last
+    edge.hover()
+    tooltip = page.locator(".tooltip")
+    tooltip.wait_for(state="visible")
+    assert "weight" in tooltip.inner_text()
+    before = edge_count(page)
+    slider.fill("0.2")
+    page.wait_for_function(f"document.querySelectorAll('[data-testid=graph-edge]').length != {before}")
+    assert 0 < edge_count(page) < before
+    # the inspector shows what the file holds and says that the rest needs the live model
+    page.locator("[data-testid=graph-edge][data-kind=attn]").last.click()
+    panel = page.get_by_test_id("head-panel")
+    panel.get_by_test_id("offline-note").wait_for()
+    assert "head" in panel.inner_text()
+    page.locator("[data-testid=graph-node][data-kind=block]").last.click()
+    page.get_by_test_id("token-panel").get_by_test_id("offline-note").wait_for()
+    page.locator("[data-testid=graph-node][data-kind=ffn]").last.click()
+    page.get_by_test_id("neuron-panel").get_by_test_id("offline-note").wait_for()
+    page.wait_for_timeout(300)
+    assert requests == [], requests
+    assert page.get_by_test_id("error-banner").count() == 0
+    # running a prompt goes back to live traces
+    page.get_by_test_id("prompt-input").fill(PROMPT)
+    page.get_by_test_id("run-button").click()
+    page.wait_for_function("document.querySelector('[data-testid=prediction-list]').innerText.includes('Paris')")
+    assert page.get_by_test_id("file-badge").count() == 0
+    assert float(slider.get_attribute("min")) == pytest.approx(0.01)
+    page.locator("[data-testid=graph-node][data-kind=block]").last.click()
+    page.wait_for_function("document.querySelector('[data-testid=token-panel] [data-rank]')")
+
+
+def test_open_file_refuses_another_schema_and_non_json(page, server, tmp_path):
+    wait_ready(page, server)
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps({"schema": "routelens.graph/2", "nodes": [], "edges": []}))
+    page.get_by_test_id("open-file-input").set_input_files(str(newer))
+    banner = page.get_by_test_id("error-banner")
+    banner.wait_for()
+    text = banner.inner_text()
+    assert "routelens.graph/2" in text and "routelens.graph/1" in text and "newer.json" in text
+    assert edge_count(page) == 0
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    page.get_by_test_id("open-file-input").set_input_files(str(broken))
+    page.wait_for_function("document.querySelector('[data-testid=error-banner]').innerText.includes('broken.json')")
+    assert "not JSON" in banner.inner_text()
+
+
+# ---- the standalone viewer bundle (self-contained HTML, notebooks) ----------------------------
+
+VIEWER_JS = Path(__file__).resolve().parents[1] / "routelens" / "server" / "static" / "viewer" / "viewer.js"
+
+
+def script_safe(text: str) -> str:
+    return text.replace("</", "<\\/")
+
+
+def test_viewer_bundle_draws_offline_from_a_file_url(browser, smollm2, tmp_path):
+    graph = smollm2.trace(PROMPT).graph().to_dict()
+    graph["tokens"][0] = "</script><b>" + graph["tokens"][0]  # inlining must survive this
+    data = script_safe(json.dumps(graph))
+    bad = script_safe(json.dumps({**graph, "schema": "routelens.graph/2"}))
+    js = script_safe(VIEWER_JS.read_text(encoding="utf-8"))
+    page_html = (
+        '<!doctype html><html><head><meta charset="utf-8"><title>viewer</title></head><body>'
+        '<div id="rl"></div><div id="rl2"></div><div id="bad"></div>'
+        f"<script>{js}</script>"
+        f'<script>routelensViewer.mount(document.getElementById("rl"), {data})</script>'
+        f'<script>routelensViewer.mount(document.getElementById("rl2"), {data}, {{"height": 420}})</script>'
+        f'<script>try {{ routelensViewer.mount(document.getElementById("bad"), {bad}) }} catch (e) {{ window.refused = e.message }}</script>'
+        "</body></html>"
+    )
+    path = tmp_path / "graph.html"
+    path.write_text(page_html, encoding="utf-8")
+    context = browser.new_context(viewport={"width": 1200, "height": 1300})
+    blocked: list[str] = []
+
+    def only_files(route):
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_files)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(path.as_uri())
+        one, two = page.locator("#rl"), page.locator("#rl2")
+        one.locator("[data-testid=graph-edge]").first.wait_for()
+        assert one.get_by_test_id("graph").count() == 1
+        assert one.locator("[data-testid=graph-edge]").count() == len(graph["edges"])
+        assert two.locator("[data-testid=graph-edge]").count() == len(graph["edges"])
+        nodes = one.locator("[data-testid=graph-node]")
+        assert nodes.count() == len(graph["nodes"])
+        kinds = set(nodes.evaluate_all("els => els.map(e => e.dataset.kind)"))
+        assert kinds <= {"embed", "attn", "ffn", "block"} and "block" in kinds
+        assert nodes.first.get_attribute("data-layer") is not None and nodes.first.get_attribute("data-pos") is not None
+        head = one.locator(".rlv-head").inner_text()
+        assert graph["model"]["name"] in head and "Paris" in head
+        # hover: a tooltip with numbers
+        edge = one.locator("[data-testid=graph-edge][data-kind=attn]").last
+        edge.hover()
+        tooltip = one.locator(".tooltip")
+        tooltip.wait_for(state="visible")
+        assert "attention edge" in tooltip.inner_text() and "weight" in tooltip.inner_text()
+        # click: the details the file holds, in a box
+        edge.click()
+        one.get_by_test_id("head-panel").get_by_test_id("offline-note").wait_for()
+        # zoom: the wheel scales the drawing
+        box = one.get_by_test_id("graph").bounding_box()
+        before_t = one.locator("g.viewport").get_attribute("transform")
+        page.mouse.move(box["x"] + box["width"] / 3, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -300)
+        page.wait_for_function("t => document.querySelector('#rl g.viewport').getAttribute('transform') !== t", arg=before_t)
+        # the slider re-prunes in the page; the other viewer is untouched
+        slider = one.get_by_test_id("threshold-slider")
+        assert float(slider.get_attribute("min")) == pytest.approx(graph["threshold"])
+        slider.fill("0.2")
+        page.wait_for_function(
+            f"document.querySelectorAll('#rl [data-testid=graph-edge]').length < {len(graph['edges'])}")
+        assert 0 < one.locator("[data-testid=graph-edge]").count() < len(graph["edges"])
+        assert two.locator("[data-testid=graph-edge]").count() == len(graph["edges"])
+        # a graph of another schema version is refused with a message in its element
+        refused = page.locator("#bad").get_by_test_id("error-banner").inner_text()
+        assert "routelens.graph/2" in refused and "routelens.graph/1" in refused
+        assert "routelens.graph/2" in page.evaluate("window.refused")
+        assert errors == [] and blocked == []
+    finally:
+        context.close()
+
+
+def test_cold_dense_change_paints_first_and_the_hooks_catch_up(page, server):
+    """A change to a dense threshold right after a big graph appears paints the canvas at once and
+    brings the data-testid hooks in line in idle time (hooksInSync); they end up exact."""
+    page.goto(server + "/")
+    page.get_by_test_id("model-select").wait_for()  # the page is built (the debug hook comes earlier)
+    page.wait_for_function("!!window.__routelensDebug")
+    out = page.evaluate("""async () => {
+        const dbg = window.__routelensDebug;
+        dbg.synth(30, 200, 0.01);
+        await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+        dbg.setThreshold(0.01);
+        return {inSync: dbg.hooksInSync, attr: document.querySelector('[data-testid=graph]').dataset.hooks,
+                drawn: dbg.stats().edges, hooks: document.querySelectorAll('[data-testid=graph-edge]').length};
+    }""")
+    # thousands of hooks to create: they follow the frame instead of delaying it
+    assert out["drawn"] > 5000
+    assert out["inSync"] is False and out["attr"] == "pending" and out["hooks"] < out["drawn"]
+    # hover during the catch-up acts on the drawn route (the strongest edge inside the view)
+    attn = page.locator("[data-testid=graph-edge][data-kind=attn]")
+    pick = attn.evaluate_all("""els => {
+        const g = document.querySelector('[data-testid=graph]').getBoundingClientRect();
+        for (let i = els.length - 1; i >= 0; i--) {
+            const el = els[i], m = el.getScreenCTM(), r = el.getBoundingClientRect();
+            for (let k = 1; k < el.points.numberOfItems - 1; k++) {
+                const q = el.points.getItem(k), x = m.a * q.x + m.c * q.y + m.e, y = m.b * q.x + m.d * q.y + m.f;
+                const inside = x > g.left + 60 && x < g.right - 20 && y > g.top + 20 && y < g.bottom - 60;
+                if (inside && document.elementFromPoint(x, y) === el)
+                    return {source: el.dataset.source, target: el.dataset.target, x: x - r.left, y: y - r.top};
+            }
+        }
+        return null;
+    }""")
+    assert pick is not None
+    # (hooks move in the DOM while others are attached: select by attributes, not by index)
+    edge = page.locator(f"[data-testid=graph-edge][data-kind=attn][data-source='{pick['source']}'][data-target='{pick['target']}']")
+    edge.hover(position={"x": pick["x"], "y": pick["y"]})
+    page.locator(".tooltip").wait_for(state="visible")
+    assert "attention edge" in page.locator(".tooltip").inner_text()
+    page.wait_for_function("window.__routelensDebug.hooksInSync", timeout=10_000)
+    assert page.get_attribute("[data-testid=graph]", "data-hooks") == "sync"
+    stats = page.evaluate("window.__routelensDebug.stats()")
+    edges = page.locator("[data-testid=graph-edge]").evaluate_all(
+        "els => els.map(e => e.dataset.kind + '|' + e.dataset.source + '|' + e.dataset.target)")
+    nodes = page.locator("[data-testid=graph-node]").evaluate_all("els => els.map(e => e.dataset.id)")
+    assert len(edges) == len(set(edges)) == stats["edges"] == out["drawn"]
+    assert len(nodes) == len(set(nodes)) == stats["nodes"]
+    # a second change while nothing is left to attach is in sync at once
+    page.evaluate("window.__routelensDebug.setThreshold(0.05)")
+    assert page.evaluate("window.__routelensDebug.hooksInSync") is True
+    assert edge_count(page) == page.evaluate("window.__routelensDebug.stats().edges")
+    settle(page)
+    assert page.evaluate("window.__routelensDebug.checkPrune()") == []
+    pruned_e = page.evaluate("document.querySelectorAll('svg.graph .edge:not([data-testid])').length")
+    stats = page.evaluate("window.__routelensDebug.stats()")
+    assert pruned_e == stats["fetched"]["edges"] - stats["edges"]
+
+
+def test_changes_during_the_catch_up_end_exact(page, server):
+    """Threshold changes made while the hooks are still catching up never leave a stale count."""
+    page.goto(server + "/")
+    page.get_by_test_id("model-select").wait_for()  # the page is built (the debug hook comes earlier)
+    page.wait_for_function("!!window.__routelensDebug")
+    page.evaluate("""async () => {
+        const dbg = window.__routelensDebug;
+        dbg.synth(30, 200, 0.01);
+        await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+        dbg.setThreshold(0.01);
+        await new Promise(r => setTimeout(r, 120));
+        dbg.setThreshold(0.015);
+        await new Promise(r => setTimeout(r, 60));
+        dbg.setThreshold(0.012);
+    }""")
+    page.wait_for_function("window.__routelensDebug.hooksInSync", timeout=10_000)
+    stats = page.evaluate("window.__routelensDebug.stats()")
+    assert stats["threshold"] == pytest.approx(0.012)
+    assert edge_count(page) == stats["edges"]
+    assert page.locator("[data-testid=graph-node]").count() == stats["nodes"]
+
+
+# ---- a server with an access token: the web app asks for it once ---------------------------------
+
+TOKEN = "s3cret-token-for-the-browser-test"
+
+
+def test_access_token_is_asked_once_and_remembered_by_the_cookie(browser, smollm2):
+    with running_server("--token", TOKEN) as base:
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(120_000)
+        refused: list[str] = []
+        page.on("response", lambda r: refused.append(r.url) if r.status == 401 and "/api/login" not in r.url else None)
+        try:
+            page.goto(base + "/")
+            dialog = page.get_by_test_id("token-dialog")
+            dialog.wait_for()
+            assert page.get_by_test_id("token-input").get_attribute("type") == "password"
+            assert "access token" in dialog.inner_text()
+            # a wrong token: the dialog says so and stays
+            page.get_by_test_id("token-input").fill("not-the-token")
+            page.get_by_test_id("token-submit").click()
+            error = page.get_by_test_id("token-error")
+            error.wait_for()
+            assert "wrong" in error.inner_text().lower()
+            assert dialog.is_visible()
+            assert page.get_by_test_id("token-input").input_value() == ""  # not kept by the page
+            # the right one: the dialog closes and what waited (the configuration, the model) goes on
+            page.get_by_test_id("token-input").fill(TOKEN)
+            page.get_by_test_id("token-submit").click()
+            dialog.wait_for(state="detached")
+            page.locator("[data-testid=model-select] option[value='smollm2-135m-instruct']").wait_for(state="attached")
+            page.get_by_test_id("prompt-input").fill(PROMPT)
+            page.get_by_test_id("run-button").click()
+            page.locator("[data-testid=graph-edge]").first.wait_for()
+            assert "Paris" in page.get_by_test_id("prediction-list").locator("[data-pos]").last.inner_text()
+            assert page.get_by_test_id("error-banner").count() == 0
+            # the page keeps no copy of the token: only the HttpOnly cookie has it
+            kept = page.evaluate("() => [location.href, document.cookie, JSON.stringify({...localStorage}), "
+                                 "JSON.stringify({...sessionStorage}), document.documentElement.outerHTML].join(' ')")
+            assert TOKEN not in kept
+            cookie = next(c for c in context.cookies() if c["name"] == "routelens_token")
+            assert cookie["httpOnly"]
+
+            # reloading the page does not ask again: the cookie answers
+            refused.clear()
+            page.reload()
+            page.locator("[data-testid=graph-edge]").first.wait_for()
+            assert refused == [] and page.get_by_test_id("token-dialog").count() == 0
+
+            # without the cookie (say, it expired), calls refused together (a route to another
+            # position and a run with another norm) open one dialog, and all go on after the login
+            context.clear_cookies()
+            page.evaluate("""() => {
+                document.querySelector('[data-testid=prediction][data-pos="0"]').click();
+                const norm = document.querySelector('[data-testid=norm-select]');
+                norm.value = 'l2';
+                norm.dispatchEvent(new Event('change'));
+            }""")
+            dialog.wait_for()
+            for _ in range(100):
+                if len(refused) >= 2:
+                    break
+                page.wait_for_timeout(50)
+            assert any("/graph" in u for u in refused) and any(u.endswith("/api/trace") for u in refused), refused
+            assert page.get_by_test_id("token-dialog").count() == 1
+            page.get_by_test_id("token-input").fill(TOKEN)
+            page.get_by_test_id("token-input").press("Enter")
+            dialog.wait_for(state="detached")
+            page.wait_for_function("document.querySelector('.route-info')?.textContent.includes('(position 0)') "
+                                   "&& document.querySelector('.route-info').textContent.includes('L2')")
+            page.locator("[data-testid=graph-edge]").first.wait_for()
+            assert page.get_by_test_id("token-dialog").count() == 0
+            assert page.get_by_test_id("error-banner").count() == 0
+        finally:
+            context.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,3 +37,10 @@ def test_committed_bundle_is_fresh(tmp_path):
     stale = [name for name in built if not filecmp.cmp(built[name], committed[name], shallow=False)]
     assert not stale, f"stale files in routelens/server/static: {stale}; run `npm run build` in frontend/"
     assert "index.html" in committed
+    # the standalone viewer (frontend/src/viewer.ts): one classic script that HTML exports and
+    # notebooks inline in a <script> element, so nothing in it may end that element
+    assert "viewer/viewer.js" in committed, "npm run build must write the viewer bundle too"
+    viewer = committed["viewer/viewer.js"].read_text(encoding="utf-8")
+    assert "</" not in viewer and "<!--" not in viewer
+    assert "routelensViewer" in viewer
+    assert not re.match(r"\s*(import|export)\b", viewer) and "import.meta" not in viewer, "the viewer must be a classic script"

@@ -3,7 +3,7 @@
 //   top bar (model, prompt, run) -> predictions strip -> graph view -> inspector panels.
 
 import "./styles.css";
-import { ApiError, onRequest, qs, request, requestLog } from "./api";
+import { ApiError, login, onRequest, onUnauthorized, qs, request, requestLog } from "./api";
 import type { Config, Facts, Graph, ModelStatus, Selection, TraceResp } from "./types";
 import { type Prepared, type Pruned, parseEdgeKey, prepare, prune, pruneWalk, prunedGraph } from "./graph/prune";
 import { makeLayout } from "./graph/layout";
@@ -11,11 +11,14 @@ import { COLORS, GraphView } from "./graph/view";
 import { exportJson, exportPng, exportSvg } from "./graph/export";
 import { readUrl, writeUrl } from "./state";
 import { bigNumber, clamp, fill, h, icon, num, pct, slug, tokenSpan, tokenText, truncate } from "./ui/dom";
+import { askToken } from "./ui/login";
 import { parseNodeId, type PanelCtx } from "./panels/context";
 import { connections, tokenPanel } from "./panels/token";
 import { headPanel } from "./panels/head";
 import { neuronPanel } from "./panels/neuron";
 import { synthGraph, synthTokens } from "./synth";
+import { parseGraphText, targetPos } from "./graphfile";
+import { canonicalSelection, offlineCtx, offlinePanel } from "./panels/offline";
 
 const FETCH_MIN = 0.01; // the graph is fetched once at this threshold and pruned locally above it
 const SLIDER_MAX = 0.3;
@@ -56,6 +59,9 @@ class App {
   lastRelayoutMs = 0;
   traceTimings: Record<string, unknown> = {};
   busy = false;
+  /** A graph opened from a file (no trace on the server): drawn and pruned locally only. */
+  file: { name: string; graph: Graph } | null = null;
+  fileSeq = 0;
 
   // DOM
   root = document.getElementById("app")!;
@@ -86,9 +92,13 @@ class App {
   sideBody!: HTMLDivElement;
   debugEl: HTMLElement | null = null;
   view!: GraphView;
+  fileInput!: HTMLInputElement;
 
   async init(): Promise<void> {
     this.installDebugHook();
+    // a server with an access token: the first call it refuses opens the token dialog (one for
+    // all the calls refused together); they are all sent again once the browser is logged in
+    onUnauthorized((err) => askToken(login, err));
     try {
       this.config = await request<Config>("GET", "api/config");
     } catch (err) {
@@ -137,6 +147,12 @@ class App {
   // ---- building the page ---------------------------------------------------------------------
   build(): void {
     const c = this.config;
+    this.fileInput = h("input", { type: "file", accept: ".json,application/json", hidden: true, "data-testid": "open-file-input", "aria-label": "open a route-graph JSON file" });
+    this.fileInput.addEventListener("change", () => {
+      const f = this.fileInput.files?.[0];
+      this.fileInput.value = "";
+      if (f) this.openFile(f);
+    });
     document.body.classList.toggle("demo", c.demo_mode);
 
     // model
@@ -169,7 +185,7 @@ class App {
     );
     this.normSelect.addEventListener("change", () => {
       this.norm = this.normSelect.value as "l1" | "l2";
-      if (this.trace) this.run({ target: this.target, sel: this.sel });
+      if (this.trace && !this.file) this.run({ target: this.target, sel: this.sel });
       else this.syncUrl();
     });
 
@@ -319,11 +335,18 @@ class App {
         h("button", { class: "icon-btn", title: "zoom in (+)", onclick: () => this.view.zoomBy(1.4) }, "+"),
       ),
       h("div", { class: "btn-group" }, h("span", { class: "muted small" }, "Export"), exportBtn("json", "JSON"), exportBtn("svg", "SVG"), exportBtn("png", "PNG")),
+      h(
+        "button",
+        { class: "btn small", "data-testid": "open-file", title: "open a route-graph JSON exported by routelens (JSON export, or `routelens trace ... --out x.json`); you can also drop the file on the graph", onclick: () => this.fileInput.click() },
+        "Open…",
+      ),
+      this.fileInput,
       h("button", { class: "icon-btn", title: "fullscreen", onclick: () => this.fullscreen(this.graphSection) }, icon("fullscreen")),
     );
     this.routeInfo = h("div", { class: "route-info small" });
     this.overlay = h("div", { class: "graph-overlay" });
     this.graphSection = h("section", { class: "graph-section" }, toolbar, this.routeInfo);
+    this.installDrop(this.graphSection);
     this.view = new GraphView(this.graphSection, {
       select: (s) => this.select(s),
       target: (p) => this.setTarget(p),
@@ -583,6 +606,7 @@ class App {
   async run(restore?: { target?: number; sel?: Selection | null }): Promise<void> {
     const prompt = this.promptInput.value;
     const seq = ++this.runSeq;
+    if (this.file) this.leaveFile();
     this.clearError();
     this.setBusy(true);
     if (!restore) {
@@ -631,6 +655,7 @@ class App {
     const seq = ++this.graphSeq;
     const key = `${tr.trace_id}|${this.target}`;
     let g = this.graphCache.get(key);
+    if (!g && this.file) return; // a file holds one route only (setTarget keeps to it)
     if (!g) {
       this.setOverlay("Computing the route…", true);
       const fetchAt = Math.min(FETCH_MIN, this.threshold);
@@ -657,7 +682,7 @@ class App {
     this.renderRouteInfo(); // before measuring the drawing area: this line takes room
     this.prepared = prepare(g, tr.n_layers, tr.parallel);
     const { w, h: hh } = this.view.size();
-    this.pruned = prune(this.prepared, Math.max(this.threshold, FETCH_MIN));
+    this.pruned = prune(this.prepared, Math.max(this.threshold, this.minTau()));
     this.prunedFrom = this.prepared;
     const layout = makeLayout(this.prepared, tr.tokens.length, w, hh, this.compact ? this.pruned.node : undefined);
     this.layoutUsed = layout.used;
@@ -696,7 +721,9 @@ class App {
       frag.append(chip);
     });
     this.predList.replaceChildren(frag);
-    this.predInfo.textContent = `${tr.tokens.length} tokens · each chip: the token and the model's top next-token prediction after it · click one to route it (←/→)`;
+    this.predInfo.textContent = this.file
+      ? `${tr.tokens.length} tokens · opened from ${this.file.name}: it holds the route to position ${this.target} only, and no predictions (they need the live model) · Run a prompt to go back to live traces`
+      : `${tr.tokens.length} tokens · each chip: the token and the model's top next-token prediction after it · click one to route it (←/→)`;
     this.markTarget();
   }
 
@@ -715,6 +742,21 @@ class App {
       fill(this.routeInfo, );
       return;
     }
+    if (this.file) {
+      const g = this.file.graph;
+      const pred = typeof g.target.token === "string" ? g.target.token : null;
+      fill(
+        this.routeInfo,
+        h("span", { class: "muted" }, "Route to "),
+        tokenSpan(tr.tokens[this.target] ?? ""),
+        h("span", { class: "muted" }, ` (position ${this.target})`),
+        pred !== null ? h("span", null, h("span", { class: "muted" }, " → predicts "), tokenSpan(pred, "tok pred")) : null,
+        h("span", { class: "muted" }, ` · ${tr.model}${g.norm ? ` · ${String(g.norm).toUpperCase()}` : ""} · `),
+        h("span", { class: "file-badge", "data-testid": "file-badge", title: `drawn from the file, pruned locally; the file holds edges down to threshold ${g.threshold}` }, `from file ${truncate(this.file.name, 48)}`),
+        h("span", { class: "muted" }, " · top tokens, heads and neurons need the live model"),
+      );
+      return;
+    }
     const p = tr.predictions[this.target]?.[0];
     fill(this.routeInfo, 
       h("span", { class: "muted" }, "Route to "),
@@ -726,7 +768,7 @@ class App {
   }
 
   setTarget(pos: number): void {
-    if (!this.trace) return;
+    if (!this.trace || this.file) return; // a file holds the route to one position only
     const T = this.trace.tokens.length;
     pos = clamp(pos, 0, T - 1);
     if (pos === this.target && this.prepared) return;
@@ -741,14 +783,26 @@ class App {
   }
 
   // ---- threshold ----------------------------------------------------------------------------
+  /** The lowest threshold the drawn graph supports: the fetch threshold, or a file's own. */
+  minTau(): number {
+    return this.file ? this.file.graph.threshold : FETCH_MIN;
+  }
+
+  setSliderRange(): void {
+    const min = this.minTau();
+    this.slider.min = String(min);
+    this.slider.max = String(min < SLIDER_MAX ? SLIDER_MAX : 1);
+    this.thInput.min = String(min);
+  }
+
   setThresholdControls(tau: number): void {
-    this.slider.value = String(clamp(tau, FETCH_MIN, SLIDER_MAX));
+    this.slider.value = String(clamp(tau, this.minTau(), Number(this.slider.max)));
     this.thInput.value = String(+tau.toFixed(4));
   }
 
   applyThreshold(tau: number, dragging = false): void {
     if (!Number.isFinite(tau)) return;
-    tau = clamp(tau, FETCH_MIN, 1);
+    tau = clamp(tau, this.minTau(), 1);
     this.threshold = tau;
     this.setThresholdControls(tau);
     const p = this.prepared;
@@ -851,11 +905,7 @@ class App {
 
   // ---- selection & panels -------------------------------------------------------------------
   select(sel: Selection | null): void {
-    if (sel?.type === "edge") {
-      const e = parseEdgeKey(sel.key);
-      if (e?.kind === "resid") sel = { type: "node", id: e.target };
-      else if (e?.kind === "ffn") sel = { type: "node", id: e.source.startsWith("f:") ? e.source : e.target };
-    }
+    sel = canonicalSelection(sel);
     const same = JSON.stringify(sel) === JSON.stringify(this.sel);
     if (same) return;
     this.sel = sel;
@@ -901,6 +951,10 @@ class App {
   }
 
   renderSide(): void {
+    if (this.file) {
+      this.renderFileSide();
+      return;
+    }
     const ctx = this.panelCtx();
     const sel = this.sel;
     if (!ctx || !sel) {
@@ -946,6 +1000,14 @@ class App {
       { class: "hint" },
       extra ? h("p", { class: "inline-error" }, extra) : null,
       h("h2", null, "Inspector"),
+      this.file
+        ? h(
+            "div",
+            { class: "offline-note", "data-testid": "offline-note" },
+            h("b", null, `Opened from ${this.file.name}. `),
+            "Hover, zoom and the threshold slider work on the file's graph; a click shows what the file holds about a node or an edge. Top tokens, attention patterns and neurons need the live model: run the prompt to see them.",
+          )
+        : null,
       this.trace
         ? h(
             "ul",
@@ -960,9 +1022,125 @@ class App {
     );
   }
 
+  // ---- a graph opened from a file --------------------------------------------------------------
+  /** Read a route-graph JSON file (routelens.graph/1) and draw it without a trace. */
+  async openFile(file: File): Promise<void> {
+    const seq = ++this.fileSeq;
+    let g: Graph;
+    try {
+      const text = await file.text();
+      if (seq !== this.fileSeq) return;
+      g = parseGraphText(text, file.name || "The file");
+    } catch (err) {
+      if (seq !== this.fileSeq) return;
+      const code = (err as { code?: string }).code ?? "bad_file";
+      this.showError(new ApiError(err instanceof Error ? err.message : String(err), code, 0, `open ${file.name}`));
+      return;
+    }
+    this.showFileGraph(file.name || "graph.json", g);
+  }
+
+  showFileGraph(name: string, g: Graph): void {
+    ++this.runSeq; // a run or a route fetch still in flight no longer lands
+    ++this.graphSeq;
+    this.setBusy(false);
+    this.clearError();
+    this.file = { name, graph: g };
+    const T = g.tokens.length;
+    this.trace = {
+      trace_id: `file:${name}`,
+      model: String(g.model.name ?? "unknown model"),
+      tokens: g.tokens,
+      n_layers: g.model.n_layers,
+      n_heads: g.model.n_heads,
+      predictions: g.tokens.map(() => []),
+    };
+    this.traceTimings = {};
+    this.graphCache.clear();
+    const tp = targetPos(g);
+    this.target = tp >= 0 && tp < T ? tp : T - 1;
+    this.sel = null;
+    this.head = this.neuron = null;
+    this.threshold = g.threshold; // the file's own threshold: what it was exported at
+    this.setSliderRange();
+    this.setThresholdControls(this.threshold);
+    this.graphCache.set(`${this.trace.trace_id}|${this.target}`, g);
+    this.renderPredictions();
+    this.syncUrl();
+    this.loadGraph();
+  }
+
+  /** Back to live traces (a prompt is run, or the synthetic debug graph is shown). */
+  leaveFile(): void {
+    this.file = null;
+    this.trace = null;
+    this.prepared = this.pruned = this.prunedFrom = null;
+    this.graphCache.clear();
+    this.sel = null;
+    this.view.clear();
+    this.setSliderRange();
+    this.threshold = clamp(this.threshold, FETCH_MIN, 1);
+    this.setThresholdControls(this.threshold);
+    this.predList.replaceChildren();
+    this.predInfo.textContent = "";
+    this.renderRouteInfo();
+    this.renderCounts();
+    this.renderSide();
+  }
+
+  renderFileSide(): void {
+    const file = this.file!;
+    const sel = this.sel;
+    if (!sel || !this.trace) {
+      this.sideBody.replaceChildren(this.hint());
+      return;
+    }
+    const ctx = offlineCtx({
+      tokens: this.trace.tokens,
+      nLayers: this.trace.n_layers,
+      nHeads: this.trace.n_heads,
+      parallel: this.prepared?.parallel ?? false,
+      graph: () => (this.prepared && this.pruned ? { p: this.prepared, pr: this.pruned } : null),
+      select: (s) => this.select(s),
+      hover: (ref) => this.view.hoverExternal(ref),
+    });
+    const panel = offlinePanel(ctx, sel, `the file ${file.name}`, "Run the prompt with its model to see them.");
+    this.sideBody.replaceChildren(panel ?? this.hint(sel.type === "node" ? `Unknown node ${sel.id}.` : `Unknown edge ${sel.key}.`));
+  }
+
+  /** Dropping a file on the graph opens it. */
+  installDrop(el: HTMLElement): void {
+    let depth = 0;
+    const hasFiles = (e: DragEvent) => Array.from(e.dataTransfer?.types ?? []).includes("Files");
+    el.addEventListener("dragenter", (e) => {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      depth++;
+      el.classList.add("drop-over");
+    });
+    el.addEventListener("dragover", (e) => {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      if (e.dataTransfer) e.dataTransfer.dropEffect = "copy";
+    });
+    el.addEventListener("dragleave", () => {
+      depth = Math.max(0, depth - 1);
+      if (!depth) el.classList.remove("drop-over");
+    });
+    el.addEventListener("drop", (e) => {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      depth = 0;
+      el.classList.remove("drop-over");
+      const f = e.dataTransfer?.files?.[0];
+      if (f) this.openFile(f);
+    });
+  }
+
   // ---- export -------------------------------------------------------------------------------
   fileBase(): string {
-    return `routelens_${slug(this.trace?.model ?? this.model, 24)}_${slug(this.promptInput.value, 28)}_pos${this.target}_t${+this.threshold.toFixed(3)}`;
+    const what = this.file ? this.file.name.replace(/\.json$/i, "") : this.promptInput.value;
+    return `routelens_${slug(this.trace?.model ?? this.model, 24)}_${slug(what, 28)}_pos${this.target}_t${+this.threshold.toFixed(3)}`;
   }
 
   async exportAs(fmt: "json" | "svg" | "png"): Promise<void> {
@@ -996,12 +1174,13 @@ class App {
     writeUrl(
       {
         model: this.model,
-        prompt: this.trace ? this.promptInput.value : undefined,
+        // a graph from a file is not in the URL: a reload does not bring it back
+        prompt: this.trace && !this.file ? this.promptInput.value : undefined,
         chat: this.chat,
         norm: this.norm,
-        target: this.trace ? this.target : undefined,
-        threshold: this.threshold,
-        sel: this.sel,
+        target: this.trace && !this.file ? this.target : undefined,
+        threshold: this.file ? undefined : this.threshold,
+        sel: this.file ? null : this.sel,
         head: this.head,
         neuron: this.neuron,
       },
@@ -1174,6 +1353,10 @@ class App {
       get lastFrameMs() {
         return app.lastFrameMs;
       },
+      /** The data-testid hooks match the drawn route exactly (after a dense change they catch up in idle time). */
+      get hooksInSync() {
+        return app.view?.hooksInSync ?? true;
+      },
       /** The background job has attached and placed a hook for every node and edge fetched. */
       get hooksReady() {
         return app.view?.hooksReady ?? false;
@@ -1190,6 +1373,7 @@ class App {
       synth(nLayers = 30, nTokens = 200, threshold = FETCH_MIN, target = -1) {
         const tokens = synthTokens(nTokens);
         const g = synthGraph({ tokens, nLayers, nHeads: 9, target, threshold });
+        if (app.file) app.leaveFile();
         app.trace = {
           trace_id: "synthetic",
           model: "synthetic",

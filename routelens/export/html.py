@@ -33,7 +33,8 @@ def _script_safe(text: str) -> str:
 def to_html(graph: dict[str, Any], title: str | None = None, height: int = 640) -> str:
     js, css = _viewer_assets()
     name = title or f"routelens: {graph.get('model', {}).get('name', 'route graph')}"
-    data = _script_safe(json.dumps(graph, ensure_ascii=False))
+    # every "<" of the data as \u003c: no "</script>" or "<!--" can appear in the script element
+    data = json.dumps(graph, ensure_ascii=False).replace("<", "\\u003c")
     options = json.dumps({"height": height})
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -43,6 +43,18 @@ const NB = 32; // weight buckets per edge kind on the canvas
 const LAYER_MIN = 3000; // edges above a threshold level worth a cached canvas layer
 const MAX_LAYERS = 8;
 const LAYER_PIXELS = 24e6;
+const ATTACH_NOW = 1000; // hooks a threshold change may create and attach before its frame
+const BG_SLICE_MS = 15; // idle-time hook work per step
+const BG_CHUNK = 200; // hooks attached per DOM insertion
+
+/** Hooks attached together go in a group of their own: a frame after more hooks are attached
+ * then re-paints far less of the hook layer than with one flat list (measured: the time until
+ * the hooks of a dense route are all attached falls by about a third). */
+function chunkGroup(frag: DocumentFragment): SVGGElement {
+  const g = svg("g", { class: "chunk" });
+  g.appendChild(frag);
+  return g;
+}
 /** Node looks (radius in units of the layout's nodeR); index = look id, + NODE_LOOKS when the
  * node is degenerate (dashed outline). */
 const NODE_LOOK = [
@@ -95,8 +107,10 @@ export class GraphView {
   private targetPos = -1;
   private nodeEl: (SVGElement | undefined)[] = [];
   private edgeEl: (SVGElement | undefined)[] = []; // hit line: data-testid=graph-edge
+  // which hooks carry data-testid now (they follow pr, at once or in idle time: hooksInSync)
   private shownN = new Uint8Array(0);
   private shownE = new Uint8Array(0);
+  // the drawn route's lists (= pr's)
   private shownNodeList: number[] = [];
   private shownEdgeList: number[] = [];
   private elIndex = new WeakMap<Element, number>();
@@ -123,7 +137,7 @@ export class GraphView {
     private events: GraphViewEvents,
   ) {
     this.wrap = h("div", { class: "graph-wrap" });
-    this.svg = svg("svg", { "data-testid": "graph", class: "graph", role: "img", "aria-label": "route graph" });
+    this.svg = svg("svg", { "data-testid": "graph", "data-hooks": "sync", class: "graph", role: "img", "aria-label": "route graph" });
     // transparent: the canvas below paints the background, the bands and the edges
     this.bg = svg("rect", { class: "bg", x: 0, y: 0, width: "100%", height: "100%", fill: "transparent" });
     this.canvas = h("canvas", { class: "graph-canvas", "aria-hidden": "true" });
@@ -206,6 +220,7 @@ export class GraphView {
     this.shownE = new Uint8Array(p.edges.length);
     this.shownNodeList = [];
     this.shownEdgeList = [];
+    this.setInSync(true);
     this.selected = null;
     this.selEdge = -1;
     this.hlNodes.clear();
@@ -219,6 +234,7 @@ export class GraphView {
     this.gHits.replaceChildren();
     this.gNodes.replaceChildren();
     this.makeOrder(p);
+    this.layersFirst = true;
     this.drawBands();
     this.drawMarks();
     if (!keepView) {
@@ -328,6 +344,9 @@ export class GraphView {
   clear(): void {
     this.p = this.layout = this.pr = null;
     this.bgToken++;
+    this.shownNodeList = [];
+    this.shownEdgeList = [];
+    this.setInSync(true);
     this.dropLayers();
     this.gHits.replaceChildren();
     this.gNodes.replaceChildren();
@@ -488,7 +507,7 @@ export class GraphView {
       }
       frag.appendChild(el);
     }
-    this.gHits.insertBefore(frag, this.gHits.firstChild);
+    this.gHits.insertBefore(chunkGroup(frag), this.gHits.firstChild);
     this.eFrom = k;
   }
 
@@ -505,21 +524,59 @@ export class GraphView {
       }
       frag.appendChild(el);
     }
-    this.gNodes.insertBefore(frag, this.gNodes.firstChild);
+    this.gNodes.insertBefore(chunkGroup(frag), this.gNodes.firstChild);
     this.nFrom = k;
   }
 
-  /** Mark exactly the pruned route's hooks as drawn. Nothing is attached or detached (except,
-   * the first time, hooks the background job has not attached yet): only data-testid moves. */
+  /** Draw the pruned route: the canvas paints it in the next frame; the hooks follow. When every
+   * hook the route needs is attached (the usual case once the idle-time preparation is done, or
+   * a change that needs only a few new ones) the data-testid moves happen here, before the
+   * frame. Otherwise (a change to a dense threshold soon after the graph appears) creating and
+   * attaching thousands of hooks would cost several hundred ms of script, style, layout and
+   * paint before the frame: the frame paints the canvas alone and the hooks are brought in line
+   * afterwards, in short idle-time chunks (hooksInSync is false until then; hover and clicks
+   * meanwhile act on the drawn route, never on a stale hook). */
   render(pr: Pruned): void {
     const t0 = performance.now();
     this.clearHighlight();
-    let k = this.eFrom;
+    this.pr = pr;
+    this.shownEdgeList = pr.edgeList;
+    this.shownNodeList = pr.nodeList;
+    // the drawn ones are a suffix of the hook order: hooks order[needE..] must be attached
+    let k = this.eOrder.length;
     for (const i of pr.edgeList) if (this.eRank[i] < k) k = this.eRank[i];
-    this.attachEdges(k, pr.edge);
-    k = this.nFrom;
+    this.needE = k;
+    k = this.nOrder.length;
     for (const i of pr.nodeList) if (this.nRank[i] < k) k = this.nRank[i];
-    this.attachNodes(k, pr.node);
+    this.needN = k;
+    const missing = Math.max(0, this.eFrom - this.needE) + Math.max(0, this.nFrom - this.needN);
+    if (missing <= ATTACH_NOW) this.syncHooks();
+    else this.setInSync(false);
+    this.applySelection();
+    this.queueCanvas();
+    this.lastDomMs = performance.now() - t0;
+    this.scheduleBackground();
+  }
+
+  private needE = 0;
+  private needN = 0;
+  /** The data-testid hooks match the drawn route exactly (one graph-edge per drawn edge, one
+   * graph-node per drawn node). */
+  hooksInSync = true;
+
+  private setInSync(v: boolean): void {
+    if (this.hooksInSync === v) return;
+    this.hooksInSync = v;
+    // for tests: [data-testid=graph][data-hooks=sync] (no CSS selector reads it)
+    this.svg.setAttribute("data-hooks", v ? "sync" : "pending");
+  }
+
+  /** Attach the hooks the drawn route needs and move data-testid onto exactly the drawn ones. */
+  private syncHooks(): void {
+    const pr = this.pr;
+    if (!pr) return;
+    this.attachEdges(this.needE, pr.edge);
+    this.attachNodes(this.needN, pr.node);
     const se = this.shownE;
     const want = pr.edge;
     for (let i = 0; i < se.length; i++) {
@@ -542,22 +599,20 @@ export class GraphView {
       } else el.removeAttribute("data-testid");
       sn[i] = wantN[i];
     }
-    this.shownEdgeList = pr.edgeList;
-    this.shownNodeList = pr.nodeList;
-    this.pr = pr;
-    this.applySelection();
-    this.queueCanvas();
-    this.lastDomMs = performance.now() - t0;
-    this.scheduleBackground();
+    this.setInSync(true);
   }
 
   private bgToken = 0;
-  /** Every hook of the fetched graph attached and placed: a threshold change only moves data-testid. */
+  /** Every hook of the fetched graph attached and placed, and the hooks in sync with the drawn
+   * route: a threshold change only moves data-testid. */
   hooksReady = false;
 
-  /** In idle time: attach the hooks not attached yet (lowest keep order last), and re-place
-   * attached hooks whose geometry is stale after a re-layout, so that a threshold change later
-   * only moves data-testid. Big chunks: each one costs a re-paint of the hook layer. */
+  /** In idle time: first bring the hooks in line with the drawn route (attach the missing ones,
+   * the drawn ones first, then move data-testid), then attach the hooks not attached yet (lowest
+   * keep order last) and re-place attached hooks whose geometry is stale after a re-layout, so
+   * that a threshold change later only moves data-testid. Each step does a few ms of work, so
+   * that an input arriving meanwhile waits little (each step's new hooks cost about as much
+   * again in the next frame's style, layout and paint). */
   private scheduleBackground(): void {
     const token = ++this.bgToken; // a newer job replaces this one
     const p = this.p;
@@ -565,20 +620,36 @@ export class GraphView {
     if (!p) return;
     let placeE = 0;
     let placeN = 0;
-    const idle: (cb: (d: { timeRemaining(): number }) => void) => void =
-      (window as unknown as { requestIdleCallback?: (cb: (d: { timeRemaining(): number }) => void, o?: { timeout: number }) => void }).requestIdleCallback
-        ? (cb) => (window as unknown as { requestIdleCallback: (cb: (d: { timeRemaining(): number }) => void, o?: { timeout: number }) => void }).requestIdleCallback(cb, { timeout: 300 })
-        : (cb) => setTimeout(() => cb({ timeRemaining: () => 8 }), 16);
-    const CHUNK = 3000;
+    const ric = (window as unknown as { requestIdleCallback?: (cb: () => void, o?: { timeout: number }) => void }).requestIdleCallback;
+    const idle: (cb: () => void) => void = ric ? (cb) => ric(cb, { timeout: 300 }) : (cb) => setTimeout(cb, 16);
     const step = () => {
       if (token !== this.bgToken || this.p !== p) return;
-      if (this.eFrom > 0 || this.nFrom > 0) {
-        if (this.eFrom > 0) this.attachEdges(Math.max(0, this.eFrom - CHUNK));
-        else this.attachNodes(Math.max(0, this.nFrom - CHUNK));
+      // a fixed slice, not the idle deadline: the deadline is often a few ms while frames keep
+      // coming, and every slice costs a frame that walks the hooks
+      const until = performance.now() + BG_SLICE_MS;
+      if (!this.hooksInSync) {
+        const pr = this.pr!;
+        while (performance.now() < until && (this.eFrom > this.needE || this.nFrom > this.needN)) {
+          if (this.eFrom > this.needE) this.attachEdges(Math.max(this.needE, this.eFrom - BG_CHUNK), pr.edge);
+          else this.attachNodes(Math.max(this.needN, this.nFrom - BG_CHUNK), pr.node);
+        }
+        if (this.eFrom > this.needE || this.nFrom > this.needN) {
+          idle(step);
+          return;
+        }
+        this.syncHooks();
+        this.applySelection();
         idle(step);
         return;
       }
-      const until = performance.now() + 30;
+      if (this.eFrom > 0 || this.nFrom > 0) {
+        while (performance.now() < until && (this.eFrom > 0 || this.nFrom > 0)) {
+          if (this.eFrom > 0) this.attachEdges(Math.max(0, this.eFrom - BG_CHUNK));
+          else this.attachNodes(Math.max(0, this.nFrom - BG_CHUNK));
+        }
+        idle(step);
+        return;
+      }
       while (performance.now() < until && placeE < p.edges.length) {
         for (let k = 0; k < 500 && placeE < p.edges.length; k++, placeE++) this.placeEdge(placeE);
       }
@@ -601,10 +672,10 @@ export class GraphView {
     if (!sel || !this.p) return null;
     if (sel.type === "node") {
       const i = this.p.byId.get(sel.id);
-      return i !== undefined && this.shownN[i] ? this.nodeEl[i] ?? null : null;
+      return i !== undefined && this.drawnN(i) ? this.nodeEl[i] ?? null : null;
     }
     const i = this.p.byKey.get(sel.key);
-    return i !== undefined && this.shownE[i] ? this.edgeEl[i] ?? null : null;
+    return i !== undefined && this.drawnE(i) ? this.edgeEl[i] ?? null : null;
   }
 
   private applySelection(): void {
@@ -613,7 +684,7 @@ export class GraphView {
     if (this.selected) this.selected.classList.remove("sel");
     if (el) el.classList.add("sel");
     this.selected = el;
-    const isEdge = !!el && el.getAttribute("data-testid") === "graph-edge";
+    const isEdge = !!el && this.isEdgeHook(el);
     const sel = el && isEdge ? this.elIndex.get(el) ?? -1 : -1;
     const selN = el && !isEdge ? this.elIndex.get(el) ?? -1 : -1;
     if (sel !== this.selEdge || selN !== this.selNode) {
@@ -625,17 +696,38 @@ export class GraphView {
 
   private selNode = -1;
 
+  /** Drawn now (the canvas shows it); the hook's data-testid may lag while hooksInSync is false. */
+  private drawnE(i: number): boolean {
+    return !!this.pr && i >= 0 && this.pr.edge[i] === 1;
+  }
+
+  private drawnN(i: number): boolean {
+    return !!this.pr && i >= 0 && this.pr.node[i] === 1;
+  }
+
+  private isEdgeHook(el: Element): boolean {
+    const i = this.elIndex.get(el);
+    return i !== undefined && this.edgeEl[i] === el;
+  }
+
+  /** Whether a hook element stands for a node or edge drawn now. */
+  private isDrawnHook(el: Element): boolean {
+    const i = this.elIndex.get(el);
+    if (i === undefined) return false;
+    return this.edgeEl[i] === el ? this.drawnE(i) : this.nodeEl[i] === el && this.drawnN(i);
+  }
+
   /** The drawn hook under a pointer event: its target, or where that is the hook of a pruned
    * node or edge (they stay in the DOM, under the drawn ones of their group but over the edges
-   * when nodes), the first drawn hook at that point. */
+   * when nodes), the first drawn hook at that point. "Drawn" is the route on the canvas, not the
+   * data-testid (which lags behind it while the hooks catch up after a change). */
   private hookAt(e: MouseEvent): Element | null {
     const target = e.target as Element;
-    const el = target.closest?.('[data-testid="graph-node"],[data-testid="graph-edge"]') ?? null;
-    if (el || !this.elIndex.has(target)) return el;
+    if (!this.elIndex.has(target)) return null;
+    if (this.isDrawnHook(target)) return target;
     for (const x of document.elementsFromPoint(e.clientX, e.clientY)) {
       if (x === this.svg) break;
-      const t = x.getAttribute("data-testid");
-      if ((t === "graph-node" || t === "graph-edge") && this.elIndex.has(x)) return x;
+      if (this.isDrawnHook(x)) return x;
     }
     return null;
   }
@@ -656,7 +748,7 @@ export class GraphView {
     }
     const idx = this.elIndex.get(el);
     if (idx === undefined) return;
-    if (el.getAttribute("data-testid") === "graph-node") {
+    if (!this.isEdgeHook(el)) {
       this.hoverNode = idx;
       const r = routeThrough(this.p, this.pr, idx);
       this.highlight(r.nodes, r.edges);
@@ -677,12 +769,12 @@ export class GraphView {
     }
     if (ref.edge !== undefined) {
       const i = this.p.byKey.get(ref.edge);
-      if (i === undefined || !this.shownE[i]) return;
+      if (i === undefined || !this.drawnE(i)) return;
       this.clearHighlight();
       this.highlight(new Set([this.p.edges[i].s, this.p.edges[i].t]), new Set([i]));
     } else if (ref.node !== undefined) {
       const i = this.p.byId.get(ref.node);
-      if (i === undefined || !this.shownN[i]) return;
+      if (i === undefined || !this.drawnN(i)) return;
       this.clearHighlight();
       const r = routeThrough(this.p, this.pr, i);
       this.highlight(r.nodes, r.edges);
@@ -691,9 +783,9 @@ export class GraphView {
 
   private highlight(nodes: Set<number>, edges: Set<number>): void {
     this.hlNodes.clear();
-    for (const i of nodes) if (this.shownN[i]) this.hlNodes.add(i);
+    for (const i of nodes) if (this.drawnN(i)) this.hlNodes.add(i);
     this.hlEdges.clear();
-    for (const i of edges) if (this.shownE[i]) this.hlEdges.add(i);
+    for (const i of edges) if (this.drawnE(i)) this.hlEdges.add(i);
     this.focusOn = true;
     this.queueCanvas();
     this.svg.classList.add("focus");
@@ -802,7 +894,7 @@ export class GraphView {
     }
     const i = this.elIndex.get(el);
     if (i === undefined) return;
-    if (el.getAttribute("data-testid") === "graph-node") this.events.select({ type: "node", id: this.p.nodes[i].id });
+    if (!this.isEdgeHook(el)) this.events.select({ type: "node", id: this.p.nodes[i].id });
     else this.events.select({ type: "edge", key: this.p.edges[i].key });
   }
 
@@ -981,7 +1073,13 @@ export class GraphView {
     // first, so the picture is the same with or without the cache)
     // order: edges under the layer's level, the layer (its edges, then its nodes), the nodes
     // under its level; nodes lie over every edge either way
-    const layer = this.layerFor(pr.tau);
+    let layer = this.layerFor(pr.tau);
+    if (!layer && this.layersFirst) {
+      // the first frame of a new graph: build the cached layers before it is painted
+      this.layersFirst = false;
+      this.buildLayersNow();
+      layer = this.layerFor(pr.tau);
+    }
     const live: number[] = [];
     for (const i of pr.edgeList) {
       if (this.focusOn && this.hlEdges.has(i)) hl.push(i);
@@ -1016,7 +1114,7 @@ export class GraphView {
       trace(i);
       ctx.stroke();
     }
-    if (this.selEdge >= 0 && this.shownE[this.selEdge]) {
+    if (this.drawnE(this.selEdge)) {
       ctx.globalAlpha = 1;
       ctx.strokeStyle = COLORS.sel;
       ctx.lineWidth = 3.5 / k;
@@ -1082,12 +1180,23 @@ export class GraphView {
   private layerKey = "";
   private layerToken = 0;
   private layerTimer: number | undefined;
+  private layersFirst = false;
   /** Every cached layer of the current view is built (or none is worth building). */
   layersReady = false;
 
+  /** The layers' key: geometry, transform and pixel ratio. The canvas size is not in it: layers
+   * (anchored at the canvas's top left) stay valid while they cover it (layersCover), so the
+   * drawing area shrinking a little after the graph appears does not throw them away. */
   private viewKey(): string {
     const t = this.t;
-    return `${this.geomVersion}|${t.k}|${t.x}|${t.y}|${this.canvas.width}x${this.canvas.height}`;
+    return `${this.geomVersion}|${t.k}|${t.x}|${t.y}|${this.canvas.width / Math.max(1, this.w)}`;
+  }
+
+  private layerW = 0;
+  private layerH = 0;
+
+  private layersCover(): boolean {
+    return this.canvas.width <= this.layerW && this.canvas.height <= this.layerH;
   }
 
   private dropLayers(): void {
@@ -1100,8 +1209,8 @@ export class GraphView {
 
   /** The cached layer for threshold tau: the lowest level >= tau that is built for this view. */
   private layerFor(tau: number): { band: number; bmp: ImageBitmap } | null {
-    if (this.layerKey !== this.viewKey()) {
-      if (this.layers.length) this.dropLayers();
+    if (this.layerKey !== this.viewKey() || !this.layersCover()) {
+      if (this.layers.length || this.layerKey) this.dropLayers();
       return null;
     }
     for (let j = 0; j < this.levels.length; j++) {
@@ -1117,12 +1226,14 @@ export class GraphView {
   private scheduleLayers(): void {
     if (!this.levels.length || typeof OffscreenCanvas === "undefined") return;
     const key = this.viewKey();
-    if (this.layerKey === key) return; // built or being built for this view
+    if (this.layerKey === key && this.layersCover()) return; // built or being built for this view
     clearTimeout(this.layerTimer);
     this.layerTimer = window.setTimeout(() => {
       if (this.viewKey() !== key || !this.p || !this.layout) return;
       this.dropLayers();
       this.layerKey = key;
+      this.layerW = this.canvas.width;
+      this.layerH = this.canvas.height;
       const token = this.layerToken;
       const p = this.p;
       let j = this.levels.length - 1;
@@ -1130,33 +1241,8 @@ export class GraphView {
         ? (cb) => (window as unknown as { requestIdleCallback: (cb: () => void, o?: { timeout: number }) => void }).requestIdleCallback(cb, { timeout: 500 })
         : (cb) => setTimeout(cb, 16);
       const step = () => {
-        if (token !== this.layerToken || this.p !== p || this.viewKey() !== key) return;
-        this.canvasGeometry();
-        const cv = this.canvas;
-        const oc = new OffscreenCanvas(cv.width, cv.height);
-        const c = oc.getContext("2d")!;
-        const dpr = cv.width / Math.max(1, this.w);
-        const t = this.t;
-        c.setTransform(dpr * t.k, 0, 0, dpr * t.k, dpr * t.x, dpr * t.y);
-        const band: number[] = [];
-        const ku = keepUntilOf(p).edge;
-        const lo = this.levels[j];
-        const hi = j + 1 < this.levels.length ? this.levels[j + 1] : Infinity;
-        for (let i = 0; i < ku.length; i++) if (ku[i] > lo && ku[i] <= hi) band.push(i);
-        this.strokeEdges(c, band, dpr, t.k, -1);
-        const above = this.layers[j + 1];
-        if (above) {
-          c.setTransform(1, 0, 0, 1, 0, 0);
-          c.globalAlpha = 1;
-          c.drawImage(above, 0, 0);
-          c.setTransform(dpr * t.k, 0, 0, dpr * t.k, dpr * t.x, dpr * t.y);
-        }
-        const kn = keepUntilOf(p).node;
-        const bandNodes: number[] = [];
-        for (let i = 0; i < kn.length; i++) if (kn[i] > lo && kn[i] <= hi) bandNodes.push(i);
-        this.paintNodes(c, bandNodes, dpr * t.k);
-        this.layers[j] = oc.transferToImageBitmap(); // rasterises here, in idle time
-        j--;
+        if (token !== this.layerToken || this.p !== p || this.viewKey() !== key || !this.layersCover()) return;
+        this.buildLayer(j--);
         if (j >= 0) idle(step);
         else {
           this.layersReady = true;
@@ -1165,6 +1251,50 @@ export class GraphView {
       };
       idle(step);
     }, 150);
+  }
+
+  /** Build every layer of the current view now (the first frame of a new graph: a change to a
+   * dense threshold right after the graph appears then blits them instead of rastering tens of
+   * thousands of edges in its frame). */
+  private buildLayersNow(): void {
+    if (!this.levels.length || typeof OffscreenCanvas === "undefined" || !this.p || !this.layout) return;
+    clearTimeout(this.layerTimer);
+    this.dropLayers();
+    this.layerKey = this.viewKey();
+    this.layerW = this.canvas.width;
+    this.layerH = this.canvas.height;
+    for (let j = this.levels.length - 1; j >= 0; j--) this.buildLayer(j);
+    this.layersReady = true;
+  }
+
+  /** Rasterise layer j: the band j edges, layer j+1 over them, the band j nodes over that. */
+  private buildLayer(j: number): void {
+    const p = this.p!;
+    this.canvasGeometry();
+    const cv = this.canvas;
+    const oc = new OffscreenCanvas(this.layerW, this.layerH);
+    const c = oc.getContext("2d")!;
+    const dpr = cv.width / Math.max(1, this.w);
+    const t = this.t;
+    c.setTransform(dpr * t.k, 0, 0, dpr * t.k, dpr * t.x, dpr * t.y);
+    const band: number[] = [];
+    const ku = keepUntilOf(p).edge;
+    const lo = this.levels[j];
+    const hi = j + 1 < this.levels.length ? this.levels[j + 1] : Infinity;
+    for (let i = 0; i < ku.length; i++) if (ku[i] > lo && ku[i] <= hi) band.push(i);
+    this.strokeEdges(c, band, dpr, t.k, -1);
+    const above = this.layers[j + 1];
+    if (above) {
+      c.setTransform(1, 0, 0, 1, 0, 0);
+      c.globalAlpha = 1;
+      c.drawImage(above, 0, 0);
+      c.setTransform(dpr * t.k, 0, 0, dpr * t.k, dpr * t.x, dpr * t.y);
+    }
+    const kn = keepUntilOf(p).node;
+    const bandNodes: number[] = [];
+    for (let i = 0; i < kn.length; i++) if (kn[i] > lo && kn[i] <= hi) bandNodes.push(i);
+    this.paintNodes(c, bandNodes, dpr * t.k);
+    this.layers[j] = oc.transferToImageBitmap(); // rasterises here
   }
 
   /** Nodes, batched by look (one fill and one stroke per batch). Nodes under SMALL_NODE device
@@ -1229,7 +1359,7 @@ export class GraphView {
   private paintRings(ctx: CanvasRenderingContext2D, scale: number): void {
     const looks = this.looks();
     const ring = (i: number, w: number) => {
-      if (i < 0 || !this.shownN[i]) return;
+      if (!this.drawnN(i)) return;
       const lk = looks[this.nLook[i] % NODE_LOOKS];
       ctx.globalAlpha = 1;
       ctx.beginPath();
