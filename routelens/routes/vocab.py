@@ -27,7 +27,7 @@ def direct_effect(adapter: Adapter, node: torch.Tensor, write: torch.Tensor) -> 
 
 
 def top_k(logits: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
-    values, indices = logits.topk(k)
+    values, indices = logits.topk(min(k, logits.shape[-1]))  # a vocabulary smaller than k: all of it
     return indices.tolist(), values.tolist()
 
 

@@ -113,7 +113,7 @@ class AccessMiddleware:
                 break
         try:
             given = json.loads(body or b"{}").get("token")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, nested too deep
             given = None
         if isinstance(given, str) and token_matches(given, self.token):
             await self._send_json(send, 200, {"ok": True}, [cookie_header(self.token)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal, TypeVar
+from typing import Annotated, Any, Callable, Literal, TypeVar
 
 import anyio
 
@@ -14,7 +14,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
@@ -70,15 +70,27 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
 
 
+def _unicode(value: str) -> str:
+    """Refuse strings that are not text: a lone surrogate (JSON can send "\\ud800") cannot be encoded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not Unicode text (it holds a lone surrogate such as \\ud800); send UTF-8 text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+
+
 class LoadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str
+    model: Text
 
 
 class TraceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-    prompt: str
+    model: Text | None = None
+    prompt: Text
     chat: bool = False
     norm: Literal["l1", "l2"] = "l1"
 
@@ -125,7 +137,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
         message = f"{err.detail}: {request.method} {request.url.path} (the API is listed at /api/docs)"
         return error_response(err.status_code, code, message)
 
@@ -230,7 +242,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:
-            raise InvalidArgumentError(f"{file!r} is not UTF-8 text; a dataset file holds one prompt per line") from None
+            raise InvalidArgumentError(f"{file!r} is not UTF-8 text; save it as UTF-8, one prompt per line") from None
         return {"file": file, "prompts": [line.strip() for line in lines if line.strip()][:10_000]}
 
     @app.get("/api/trace/{trace_id}/graph")
@@ -293,7 +305,8 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         trace = entry.trace
         layer, src, dst = trace.check_layer(layer), trace.position(source), trace.position(target)
         if src > dst:
-            raise InvalidArgumentError(f"source {src} comes after target {dst}: attention only reads earlier positions")
+            raise InvalidArgumentError(f"source {src} comes after target {dst}: attention only reads earlier positions; "
+                                       "use a source at or before the target")
         row = await on_model(request, entry.slot, lambda: trace.attention_rows(layer, [dst])[dst])
         shares = row.heads[:, src].tolist()
         heads = sorted(({"head": h, "weight": w} for h, w in enumerate(shares)), key=lambda x: -x["weight"])

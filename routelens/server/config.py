@@ -88,21 +88,27 @@ class ServerConfig(BaseModel):
         """A dataset file inside the dataset folder, or a refusal saying why (no absolute paths,
         no `..`, no symbolic links leading out of the folder)."""
         if self.demo_mode or not self.allow_loading_dataset_files:
-            raise ForbiddenError("this server does not load dataset files" + (" in demo mode" if self.demo_mode else ""))
+            raise ForbiddenError("this server does not load dataset files" + (" in demo mode" if self.demo_mode else "")
+                                 + "; type the prompts instead")
         if not isinstance(name, str) or not name.strip() or "\x00" in name:
             raise InvalidArgumentError("no dataset file named: give a file name inside the dataset folder")
         given = Path(name)
         drive_like = bool(given.parts) and ":" in given.parts[0]  # C:\\x on Windows
         if given.is_absolute() or name.startswith(("/", "\\")) or drive_like:
-            raise ForbiddenError(f"{name!r} is an absolute path; dataset files are named relative to the dataset folder")
+            raise ForbiddenError(f"{name!r} is an absolute path; name the file relative to the dataset folder")
         if ".." in given.parts or ".." in name.replace("\\", "/").split("/"):
             raise ForbiddenError(f"{name!r} goes up out of the dataset folder ('..'); name a file inside it")
         root = self.dataset_root()
-        path = (root / given).resolve()
+        try:
+            path = (root / given).resolve()
+            found = path.is_file()
+        except OSError as err:  # e.g. a name too long for the file system
+            raise InvalidArgumentError(
+                f"{name!r} cannot name a dataset file ({err.strerror or err}); name a file inside the dataset folder") from None
         if not path.is_relative_to(root):
             raise ForbiddenError(f"{name!r} leads out of the dataset folder (through a symbolic link); name a file inside it")
-        if not path.is_file():
-            raise InvalidArgumentError(f"no dataset file {name!r} in the dataset folder")
+        if not found:
+            raise InvalidArgumentError(f"no dataset file {name!r} in the dataset folder; check the name")
         return path
 
     def prompts(self) -> list[str]:

@@ -254,7 +254,7 @@ class Trace:
             ids, values = [], []
             for start in range(0, self.n_positions, chunk):
                 probs = vocab.logit_lens(self.adapter, final[start : start + chunk]).softmax(-1)
-                v, i = probs.topk(k, dim=-1)
+                v, i = probs.topk(min(k, probs.shape[-1]), dim=-1)
                 ids.append(i.cpu())
                 values.append(v.float().cpu())
             self._predictions[k] = (torch.cat(ids), torch.cat(values))
@@ -291,6 +291,7 @@ class Trace:
 
     def _effect_tokens(self, node: torch.Tensor, write: torch.Tensor, k: int) -> dict[str, list[dict]]:
         effect = vocab.direct_effect(self.adapter, node, write)
+        k = min(k, effect.shape[-1])  # a vocabulary smaller than k: all of it
         top_vals, top_ids = effect.topk(k)
         low_vals, low_ids = (-effect).topk(k)
         return {
