@@ -24,3 +24,13 @@ def gemma3():
     import routelens as rl
 
     return rl.load("gemma-3-270m")
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny Llama saved as a local model folder (tests/tiny_models.py), one per test module."""
+    from tiny_models import save_tiny_model
+
+    path = tmp_path_factory.mktemp("tiny") / "m"
+    save_tiny_model(path, seed=11)
+    return path

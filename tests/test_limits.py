@@ -30,10 +30,8 @@ def prompt(n: int, length: int = 6) -> str:
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny") / "m"
-    save_tiny_model(path, seed=11)
-    return path
+def folder(tiny_folder) -> Path:
+    return tiny_folder
 
 
 def config_for(folder: Path, **limits) -> ServerConfig:

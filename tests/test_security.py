@@ -24,10 +24,8 @@ TOKEN = "s3cret-token-for-tests"
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny") / "m"
-    save_tiny_model(path, seed=12)
-    return path
+def folder(tiny_folder) -> Path:
+    return tiny_folder
 
 
 def app_for(folder: Path, **settings) -> TestClient:

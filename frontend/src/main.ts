@@ -7,6 +7,7 @@ import { ApiError, login, onRequest, onUnauthorized, qs, request, requestLog } f
 import type { Config, Facts, Graph, ModelStatus, Selection, TraceResp } from "./types";
 import { type Prepared, type Pruned, parseEdgeKey, prepare, prune, pruneWalk, prunedGraph } from "./graph/prune";
 import { makeLayout } from "./graph/layout";
+import { graphKey } from "./graph/keys";
 import { COLORS, GraphView } from "./graph/view";
 import { exportJson, exportPng, exportSvg } from "./graph/export";
 import { readUrl, writeUrl } from "./state";
@@ -1208,30 +1209,16 @@ class App {
       case "ArrowDown":
         if (this.moveSelection(e.key === "ArrowUp" ? 1 : -1)) e.preventDefault();
         break;
-      case "[":
-        this.applyThreshold(this.threshold / 1.25);
-        break;
-      case "]":
-        this.applyThreshold(this.threshold * 1.25);
-        break;
-      case "f":
-      case "F":
-        this.view.fit();
-        break;
-      case "+":
-      case "=":
-        this.view.zoomBy(1.4);
-        break;
-      case "-":
-        this.view.zoomBy(1 / 1.4);
-        break;
-      case "Escape":
-        this.select(null);
-        this.view.setHover(null);
-        break;
       case "?":
         this.toggleHelp();
         break;
+      default:
+        graphKey(e.key, {
+          view: this.view,
+          threshold: () => this.threshold,
+          setThreshold: (t) => this.applyThreshold(t),
+          clearSelection: () => this.select(null),
+        });
     }
   }
 

@@ -33,6 +33,7 @@ import appCss from "./styles.css?inline";
 import viewerCss from "./viewer.css?inline";
 import type { Graph, Selection } from "./types";
 import { type Prepared, type Pruned, prepare, prune } from "./graph/prune";
+import { graphKey } from "./graph/keys";
 import { makeLayout } from "./graph/layout";
 import { COLORS, GraphView } from "./graph/view";
 import { checkGraph, GraphFileError, parseGraphText, targetPos } from "./graphfile";
@@ -324,31 +325,13 @@ class Viewer implements ViewerHandle {
     const t = e.target as HTMLElement;
     if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT")) return;
     if (e.ctrlKey || e.metaKey || e.altKey) return;
-    switch (e.key) {
-      case "[":
-        this.setThreshold(this.tau / 1.25);
-        break;
-      case "]":
-        this.setThreshold(this.tau * 1.25);
-        break;
-      case "f":
-      case "F":
-        this.view.fit();
-        break;
-      case "+":
-      case "=":
-        this.view.zoomBy(1.4);
-        break;
-      case "-":
-        this.view.zoomBy(1 / 1.4);
-        break;
-      case "Escape":
-        this.select(null);
-        this.view.setHover(null);
-        break;
-      default:
-        return;
-    }
+    const handled = graphKey(e.key, {
+      view: this.view,
+      threshold: () => this.tau,
+      setThreshold: (t) => this.setThreshold(t),
+      clearSelection: () => this.select(null),
+    });
+    if (!handled) return;
     e.preventDefault();
     e.stopPropagation();
   }
