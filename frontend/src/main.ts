@@ -8,7 +8,8 @@ import type { Config, Facts, Graph, ModelStatus, Selection, TraceResp } from "./
 import { type Prepared, type Pruned, parseEdgeKey, prepare, prune, pruneWalk, prunedGraph } from "./graph/prune";
 import { makeLayout } from "./graph/layout";
 import { graphKey } from "./graph/keys";
-import { COLORS, GraphView } from "./graph/view";
+import { legend } from "./graph/legend";
+import { GraphView } from "./graph/view";
 import { exportJson, exportPng, exportSvg } from "./graph/export";
 import { readUrl, writeUrl } from "./state";
 import { bigNumber, clamp, fill, h, icon, num, pct, slug, tokenSpan, tokenText, truncate } from "./ui/dom";
@@ -306,18 +307,6 @@ class App {
     this.countsEl = h("span", { class: "counts muted small", "data-testid": "graph-counts" });
     this.compactBox = h("input", { type: "checkbox", "data-testid": "compact-toggle", checked: this.compact });
     this.compactBox.addEventListener("change", () => this.setCompact(this.compactBox.checked));
-    const legend = h(
-      "div",
-      { class: "legend small", "aria-label": "legend" },
-      h("span", null, h("i", { class: "lg-line", style: `background:${COLORS.attn}` }), "attention"),
-      h("span", null, h("i", { class: "lg-line thin", style: `background:${COLORS.resid}` }), "residual"),
-      h("span", null, h("i", { class: "lg-line", style: `background:${COLORS.ffn}` }), "FFN"),
-      h("span", { class: "lg-sep" }),
-      h("span", { title: "residual after the whole block" }, h("i", { class: "lg-dot", style: `background:${COLORS.block}` }), "block"),
-      h("span", { title: "residual after attention" }, h("i", { class: "lg-dot ring", style: `border-color:${COLORS.attn}` }), "attn"),
-      h("span", null, h("i", { class: "lg-sq", style: `background:${COLORS.ffn}` }), "ffn"),
-      h("span", null, h("i", { class: "lg-sq", style: `background:${COLORS.embed}` }), "embed"),
-    );
     const exportBtn = (fmt: "json" | "svg" | "png", label: string) =>
       h("button", { class: "btn small", "data-testid": "export-button", "data-format": fmt, title: `download the drawn route as ${label}`, onclick: () => this.exportAs(fmt) }, label);
     const toolbar = h(
@@ -327,7 +316,7 @@ class App {
       this.countsEl,
       h("label", { class: "check small", title: "narrow the token columns that the drawn route does not touch" }, this.compactBox, " compact"),
       h("div", { class: "spacer" }),
-      legend,
+      legend(),
       h(
         "div",
         { class: "btn-group" },

@@ -34,8 +34,9 @@ import viewerCss from "./viewer.css?inline";
 import type { Graph, Selection } from "./types";
 import { type Prepared, type Pruned, prepare, prune } from "./graph/prune";
 import { graphKey } from "./graph/keys";
+import { legend } from "./graph/legend";
 import { makeLayout } from "./graph/layout";
-import { COLORS, GraphView } from "./graph/view";
+import { GraphView } from "./graph/view";
 import { checkGraph, GraphFileError, parseGraphText, targetPos } from "./graphfile";
 import { canonicalSelection, offlineCtx, offlinePanel } from "./panels/offline";
 import { clamp, h, icon, num, tokenSpan } from "./ui/dom";
@@ -74,20 +75,6 @@ function ensureStyle(doc: Document): void {
   (doc.head ?? doc.documentElement).appendChild(st);
 }
 
-function legend(): HTMLElement {
-  return h(
-    "div",
-    { class: "legend rlv-legend small", "aria-label": "legend" },
-    h("span", null, h("i", { class: "lg-line", style: `background:${COLORS.attn}` }), "attention"),
-    h("span", null, h("i", { class: "lg-line thin", style: `background:${COLORS.resid}` }), "residual"),
-    h("span", null, h("i", { class: "lg-line", style: `background:${COLORS.ffn}` }), "FFN"),
-    h("span", { class: "lg-sep" }),
-    h("span", { title: "residual after the whole block" }, h("i", { class: "lg-dot", style: `background:${COLORS.block}` }), "block"),
-    h("span", { title: "residual after attention" }, h("i", { class: "lg-dot ring", style: `border-color:${COLORS.attn}` }), "attn"),
-    h("span", null, h("i", { class: "lg-sq", style: `background:${COLORS.ffn}` }), "ffn"),
-    h("span", null, h("i", { class: "lg-sq", style: `background:${COLORS.embed}` }), "embed"),
-  );
-}
 
 function errorBanner(message: string, code: string): HTMLElement {
   return h(
@@ -181,7 +168,7 @@ class Viewer implements ViewerHandle {
       h("label", { class: "th-field" }, h("span", { class: "field-label" }, "Threshold"), this.slider, this.thText),
       this.countsEl,
       h("div", { class: "spacer" }),
-      legend(),
+      legend("rlv-legend"),
       h(
         "div",
         { class: "btn-group" },
