@@ -14,6 +14,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
+# in-process test clients talk to the app as a browser on this machine would: Host 127.0.0.1
+# (the app refuses Host names it does not know, such as TestClient's default "testserver")
+LOCAL = "http://127.0.0.1"
+
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
@@ -86,6 +90,6 @@ def tiny_app(folder: Path, seed: int, **config: Any) -> Iterator[tuple[Any, str,
 
     save_tiny_model(folder, seed=seed)
     cfg = ServerConfig(models={"tiny": str(folder)}, default_model="tiny", **config)
-    with TestClient(create_app(cfg, preload=False)) as client:
+    with TestClient(create_app(cfg, preload=False), base_url=LOCAL) as client:
         tid = client.post("/api/trace", json={"model": "tiny", "prompt": "the capital of france is"}).json()["trace_id"]
         yield client, tid, client.get(f"/api/trace/{tid}/graph", params={"threshold": 0.01}).json()

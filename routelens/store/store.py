@@ -10,12 +10,16 @@ turns it off):
 Why it is safe:
 - A blob is written under a temporary name, fsynced, and renamed into place before the index
   row that names it is committed; the index is SQLite (WAL, synchronous=FULL), so a process
-  killed at any point leaves either no row or a row whose file is complete. Files no row names
-  are orphans, removed later by `gc()`.
+  killed at any point leaves either no row or a row whose file is complete. An interrupted write
+  (Ctrl-C included) removes its files; what killed writers leave is removed on open and before
+  each write, and counts against the budget until then (upkeep.py).
+- A damaged index is rebuilt empty on open, with a warning (its blobs cannot be verified: all
+  go); one that fails during use makes that trace bypass the store and is repaired at once.
 - Every tensor's CRC-32 is kept in the index, away from the file, and checked on first read; a
   mismatch drops the entry, warns, and recomputes. A stored tensor that fails is never used.
-- The total size is bounded by a budget; the least recently used entries go first. A reader that
-  already opened a file keeps reading it after eviction unlinks it (POSIX semantics).
+- The total size is bounded by a budget (a positive size: to store nothing, turn the store off);
+  the least recently used entries go first, and an entry that alone would not fit is not stored.
+  A reader that already opened a file keeps reading it after eviction unlinks it (POSIX semantics).
 """
 
 from __future__ import annotations
@@ -38,17 +42,16 @@ from safetensors.torch import save_file
 from ..errors import RoutelensError
 from .codec import LazyCapture, LazySource, capture_tensors, crc, rows_from_tensors, rows_tensors
 from .identity import hash_file, model_identity, trace_key
+from .upkeep import (BUDGET_ENV, ORPHAN_AGE_S, STORE_ENV, disk_usage, is_corruption, named_files, open_index,  # noqa: F401
+                     parse_budget, parse_size, repair_note, sweep, temporary_name)
 
 if TYPE_CHECKING:
     from ..models.model import Model
     from ..trace.capture import Capture
     from ..trace.trace import Trace
 
-STORE_ENV = "ROUTELENS_STORE"
-BUDGET_ENV = "ROUTELENS_STORE_BUDGET"
 DEFAULT_BUDGET = 4 << 30
 COMPACT_AFTER = 4  # segments of one entry read back before they are merged into one
-ORPHAN_AGE_S = 3600.0  # a blob no row names is an orphan once it is this old (a writer may be mid-commit)
 OFF_VALUES = {"off", "0", "false", "no", "none", "disable", "disabled"}
 
 SCHEMA = """
@@ -65,18 +68,6 @@ CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
     PRIMARY KEY (path, size, mtime_ns));
 """
-
-
-def parse_size(text: str) -> int:
-    """'4G', '512M', '1.5GiB' or a number of bytes."""
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(float(t))
-    except ValueError:
-        raise RoutelensError(f"cannot read {text!r} as a size: use a number of bytes or e.g. 512M, 4G") from None
 
 
 def human(n: float) -> str:
@@ -102,16 +93,19 @@ class EntryInfo:
 class TraceStore:
     """A size-bounded, multi-process-safe store of captured traces and their importance rows."""
 
-    def __init__(self, root: str | Path, budget: int = DEFAULT_BUDGET) -> None:
+    def __init__(self, root: str | Path, budget: int | str = DEFAULT_BUDGET) -> None:
+        """Open (or create) the store at `root`, bounded by `budget` bytes (or a size like '4G').
+        Opening removes what killed writers left and rebuilds a damaged index (with a warning)."""
         self.root = Path(root).expanduser()
-        self.budget = int(budget)
+        self.budget = parse_budget(budget)
         self.blobs = self.root / "blobs"
         try:
             self.blobs.mkdir(parents=True, exist_ok=True)
-            with closing(self._connect()) as db:
-                db.executescript(SCHEMA)
+            repaired = open_index(self.root, self.blobs, self._connect, SCHEMA)
         except (OSError, sqlite3.Error) as err:
             raise RoutelensError(f"cannot use the trace store at {self.root}: {err}; set {STORE_ENV}=off or another folder") from err
+        if repaired:
+            warnings.warn(f"routelens: the trace store at {self.root}: {repaired}", RuntimeWarning, stacklevel=2)
 
     def __repr__(self) -> str:
         return f"<routelens.TraceStore {str(self.root)!r}, budget {human(self.budget)}>"
@@ -124,19 +118,24 @@ class TraceStore:
         return db
 
     def _write_blob(self, tensors: dict[str, torch.Tensor]) -> tuple[str, int]:
-        """Write tensors durably under a fresh name; returns (file name, size)."""
+        """Write tensors durably under a fresh name; returns (file name, size). Interrupted (Ctrl-C
+        included), it removes what it wrote before re-raising."""
         name = f"{uuid.uuid4().hex}.safetensors"
-        tmp = self.blobs / f".tmp-{name}"
-        save_file(tensors, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.blobs / name)
-        dir_fd = os.open(self.blobs, os.O_RDONLY)
+        tmp = self.blobs / temporary_name()
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return name, (self.blobs / name).stat().st_size
+            save_file(tensors, str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.blobs / name)
+            dir_fd = os.open(self.blobs, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            return name, (self.blobs / name).stat().st_size
+        except BaseException:
+            self._unlink([tmp.name, name])
+            raise
 
     def _unlink(self, files: list[str]) -> None:
         for name in files:
@@ -145,9 +144,13 @@ class TraceStore:
             except FileNotFoundError:
                 pass
 
-    def _make_room(self, db: sqlite3.Connection, incoming: int, keep: str | None = None) -> list[str]:
-        """Inside a write transaction: delete LRU entries until `incoming` more bytes fit."""
-        total = self._total(db)
+    def _make_room(self, db: sqlite3.Connection, incoming: int, keep: str | None = None,
+                   pending: list[str] | tuple[str, ...] = ()) -> list[str] | None:
+        """Inside a write transaction: evict LRU entries (never `keep`) until `incoming` bytes fit
+        beside all that is on disk (dead writers' leftovers are removed, the rest is charged; not
+        `pending`, this write's own files). Returns the files to unlink after the commit, or None."""
+        _removed, leftovers = sweep(self.blobs, named_files(db), keep=pending)
+        total = self._total(db) + leftovers
         doomed: list[str] = []
         if total + incoming <= self.budget:
             return doomed
@@ -160,8 +163,8 @@ class TraceStore:
             db.execute("DELETE FROM segments WHERE key = ?", (key,))
             db.execute("DELETE FROM entries WHERE key = ?", (key,))
             if total + incoming <= self.budget:
-                break
-        return doomed
+                return doomed
+        return None
 
     @staticmethod
     def _total(db: sqlite3.Connection) -> int:
@@ -170,40 +173,55 @@ class TraceStore:
         return int(a) + int(b)
 
     # ---- captures --------------------------------------------------------------------------------
+    def _commit_blob(self, file: str, size: int, insert: Callable[[sqlite3.Connection], list[str] | None]) -> bool:
+        """Name a written blob in the index: `insert` (in a write transaction) returns the files to
+        unlink after the commit, or None to store nothing. Unless committed, the blob is removed."""
+        committed, doomed = False, None
+        try:
+            if size <= self.budget:  # the file, header included, must fit alone
+                with closing(self._connect()) as db:
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        doomed = insert(db)
+                        db.execute("ROLLBACK" if doomed is None else "COMMIT")
+                        committed = doomed is not None
+                    except BaseException:
+                        if db.in_transaction:
+                            db.execute("ROLLBACK")
+                        raise
+        finally:
+            if not committed:
+                self._unlink([file])
+        self._unlink(doomed or [])
+        return committed
+
     def put_capture(self, key: str, capture: Capture, *, model: str, identity: dict[str, Any], preview: str) -> bool:
-        """Store a capture under `key` (no-op if present or larger than the whole budget)."""
+        """Store a capture under `key`. Returns False, storing nothing, when it is present already
+        or its file would exceed the budget even with every other entry evicted (a cache: quiet)."""
         tensors, aliases = capture_tensors(capture)
-        nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
-        if nbytes > self.budget:
-            return False
+        if sum(t.numel() * t.element_size() for t in tensors.values()) > self.budget:
+            return False  # the file is larger still: not worth writing
         with closing(self._connect()) as db:
             if db.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone():
                 return False
         checksums = {name: crc(t) for name, t in tensors.items()}
         file, size = self._write_blob(tensors)
         now = time.time()
-        doomed: list[str] = []
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if db.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone():
-                    db.execute("ROLLBACK")
-                    self._unlink([file])  # another process stored the same trace first
-                    return False
-                doomed = self._make_room(db, size)
+
+        def insert(db: sqlite3.Connection) -> list[str] | None:
+            if db.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone():
+                return None  # another process stored the same trace first
+            doomed = self._make_room(db, size, pending=[file])
+            if doomed is not None:
                 db.execute(
-                    "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO entries (key, file, size, tensors, aliases, token_ids, n_layers, model, identity, preview, "
+                    "forward_seconds, created, last_used) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (key, file, size, json.dumps(checksums), json.dumps(aliases), json.dumps(capture.token_ids.tolist()),
                      len(capture.layers), model, json.dumps(identity), preview[:200], capture.forward_seconds, now, now),
                 )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                self._unlink([file])
-                raise
-        self._unlink(doomed)
-        return True
+            return doomed
+
+        return self._commit_blob(file, size, insert)
 
     def open_capture(self, key: str, device: torch.device, recompute: Callable[[], Capture]) -> LazyCapture | None:
         """The capture stored under `key`, read lazily; None when absent or unreadable."""
@@ -234,7 +252,10 @@ class TraceStore:
 
     def _damaged(self, key: str, why: str) -> None:
         warnings.warn(f"routelens: stored trace {key[:12]} is damaged ({why}); dropped it, recomputing", RuntimeWarning, stacklevel=3)
-        self.drop(key)
+        try:
+            self.drop(key)
+        except sqlite3.Error as err:  # called while a graph reads lazily: must not break it
+            self._index_failed(err, "could not drop a damaged trace")
 
     def drop(self, key: str) -> None:
         with closing(self._connect()) as db:
@@ -248,28 +269,29 @@ class TraceStore:
 
     # ---- importance rows -------------------------------------------------------------------------
     def put_rows(self, key: str, norm: int, tensors: dict[str, torch.Tensor], replaces: tuple[int, ...] | list[int] = ()) -> bool:
-        """Add a segment of importance rows to an entry (dropped if the entry is gone); the
-        segments `replaces` names are removed in the same transaction (compaction)."""
-        if not tensors:
+        """Add a segment of importance rows to an entry; the segments `replaces` names are removed
+        in the same transaction (compaction). Returns False, storing nothing, when the entry is
+        gone or the entry with this segment would exceed the budget on its own."""
+        if not tensors or sum(t.numel() * t.element_size() for t in tensors.values()) > self.budget:
             return False
         checksums = {name: crc(t) for name, t in tensors.items()}
         file, size = self._write_blob(tensors)
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
+
+        def insert(db: sqlite3.Connection) -> list[str] | None:
             if not db.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone():
-                db.execute("ROLLBACK")
-                self._unlink([file])
-                return False
-            doomed = []
+                return None
+            replaced = []
             for seg_id in replaces:
-                doomed += [r[0] for r in db.execute("SELECT file FROM segments WHERE id = ?", (seg_id,))]
+                replaced += [r[0] for r in db.execute("SELECT file FROM segments WHERE id = ?", (seg_id,))]
                 db.execute("DELETE FROM segments WHERE id = ?", (seg_id,))
-            doomed += self._make_room(db, size, keep=key)
+            evicted = self._make_room(db, size, keep=key, pending=[file, *replaced])
+            if evicted is None:  # the entry with its rows would exceed the budget: keep what it has
+                return None
             db.execute("INSERT INTO segments (key, norm, file, size, tensors, created) VALUES (?,?,?,?,?,?)",
                        (key, norm, file, size, json.dumps(checksums), time.time()))
-            db.execute("COMMIT")
-        self._unlink(doomed)
-        return True
+            return replaced + evicted
+
+        return self._commit_blob(file, size, insert)
 
     def rows(self, key: str, norm: int) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
         """Each intact segment of rows (id, tensors); a damaged one is dropped with a warning."""
@@ -294,7 +316,24 @@ class TraceStore:
 
     # ---- the one entry point the API uses ----------------------------------------------------------
     def trace(self, model: Model, token_ids: torch.Tensor, norm: int, run: Callable[[], Capture]) -> Trace:
-        """A Trace of `token_ids` on `model`: from the store when it holds one, else `run()` and store it."""
+        """A Trace of `token_ids` on `model`: from the store when it holds one, else `run()` and store it.
+        When the index fails (damaged, or locked past the timeout) the trace is computed without
+        the store, with a warning, and a damaged index is rebuilt for the next trace."""
+        try:
+            return self._trace(model, token_ids, norm, run)
+        except sqlite3.Error as err:
+            from ..trace.trace import Trace
+
+            self._index_failed(err, "traced without it")
+            return Trace(model, run(), norm=norm)
+
+    def _index_failed(self, err: sqlite3.Error, consequence: str) -> None:
+        """Warn that the index failed; when it is damaged, rebuild it so the store works again."""
+        note = repair_note(err, self.root, self.blobs, self._connect, SCHEMA)
+        warnings.warn(f"routelens: the trace store at {self.root} failed ({type(err).__name__}: {err}); {consequence}{note}",
+                      RuntimeWarning, stacklevel=3)
+
+    def _trace(self, model: Model, token_ids: torch.Tensor, norm: int, run: Callable[[], Capture]) -> Trace:
         from ..trace.trace import Trace
 
         identity = model_identity(model, self.file_hash)
@@ -320,15 +359,17 @@ class TraceStore:
             if len(read) > COMPACT_AFTER:  # many small segments (one per graph that computed rows): merge them
                 try:
                     self.put_rows(key, norm, rows_tensors(*trace.all_rows()), replaces=read)
-                except (OSError, sqlite3.Error):
+                except OSError:
                     pass  # compaction is an optimisation; the segments stay valid
         trace.store_key = key  # type: ignore[attr-defined]
 
         def save_rows(t: Trace) -> None:
             try:
                 self.put_rows(key, norm, rows_tensors(*t.take_unsaved_rows()))
-            except (OSError, sqlite3.Error) as err:
+            except OSError as err:
                 warnings.warn(f"routelens: could not save importance rows to the store: {err}", RuntimeWarning, stacklevel=2)
+            except sqlite3.Error as err:
+                self._index_failed(err, "could not save importance rows")
 
         trace.on_new_rows = save_rows
         return trace
@@ -336,8 +377,10 @@ class TraceStore:
     def _put_quietly(self, key: str, capture: Capture, **meta: Any) -> None:
         try:
             self.put_capture(key, capture, **meta)
-        except (OSError, sqlite3.Error) as err:  # a full disk must not break tracing
+        except OSError as err:  # a full disk must not break tracing
             warnings.warn(f"routelens: could not save the trace to the store at {self.root}: {err}", RuntimeWarning, stacklevel=2)
+        except sqlite3.Error as err:
+            self._index_failed(err, "could not save the trace")
 
     # ---- file hashes (memoised across processes) ----------------------------------------------------
     def file_hash(self, path: Path) -> str:
@@ -362,40 +405,46 @@ class TraceStore:
         return [EntryInfo(k, m, len(json.loads(ids)), p, int(size), c, u, int(n)) for k, m, ids, p, size, c, u, n in rows]
 
     def info(self) -> dict[str, Any]:
+        """What the store holds: `path`, `entries`, `segments`, `budget`; `bytes`: the sizes the
+        index records for its entries and segments; `disk_bytes`: every file under blobs/ as it
+        is on disk now; `leftover_bytes`: the part of `disk_bytes` no index row names (blobs being
+        written, or left by killed writers until `gc()`). Each write keeps bytes + leftover_bytes
+        within the budget."""
         with closing(self._connect()) as db:
             n = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
             segs = db.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
             total = self._total(db)
-        return {"path": str(self.root), "entries": n, "segments": segs, "bytes": total, "budget": self.budget}
+            disk, leftover = disk_usage(self.blobs, named_files(db))
+        return {"path": str(self.root), "entries": n, "segments": segs, "bytes": total, "budget": self.budget,
+                "disk_bytes": disk, "leftover_bytes": leftover}
 
     def clear(self) -> int:
-        """Remove every entry; returns how many."""
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            files = [r[0] for r in db.execute("SELECT file FROM entries")] + [r[0] for r in db.execute("SELECT file FROM segments")]
-            n = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
-            db.execute("DELETE FROM segments")
-            db.execute("DELETE FROM entries")
-            db.execute("COMMIT")
+        """Remove every entry and leftover file (live writers' temporaries excepted); returns how
+        many entries. A damaged index is rebuilt (every blob removed) and 0 returned."""
+        try:
+            with closing(self._connect()) as db:
+                db.execute("BEGIN IMMEDIATE")
+                files = list(named_files(db))
+                n = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+                db.execute("DELETE FROM segments")
+                db.execute("DELETE FROM entries")
+                db.execute("COMMIT")
+        except sqlite3.DatabaseError as err:
+            if not is_corruption(err):
+                raise
+            self._index_failed(err, "cleared it")
+            return 0
         self._unlink(files)
         self.gc(max_age=0.0)
         return n
 
     def gc(self, max_age: float = ORPHAN_AGE_S) -> int:
-        """Delete blobs no index row names (left by killed writers) older than `max_age` seconds."""
+        """Delete files no index row names: blobs older than `max_age` seconds (left by writers
+        killed before their commit) and temporaries whose writer is dead or that are older than
+        ORPHAN_AGE_S. Returns how many files were removed."""
         with closing(self._connect()) as db:
-            named = {r[0] for r in db.execute("SELECT file FROM entries")} | {r[0] for r in db.execute("SELECT file FROM segments")}
-        now, removed = time.time(), 0
-        for f in self.blobs.iterdir():
-            if f.name in named:
-                continue
-            try:
-                if now - f.stat().st_mtime >= max_age:
-                    f.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                pass
-        return removed
+            named = named_files(db)
+        return sweep(self.blobs, named, max_age=max_age)[0]
 
 
 _DEFAULT: dict[tuple[str, int], TraceStore] = {}
@@ -410,7 +459,7 @@ def default_store() -> TraceStore | None:
     if env is not None and env.strip().lower() in OFF_VALUES | {""}:
         return None
     root = Path(env).expanduser() if env else cache_root() / "store"
-    budget = parse_size(os.environ.get(BUDGET_ENV, str(DEFAULT_BUDGET)))
+    budget = parse_budget(os.environ.get(BUDGET_ENV, str(DEFAULT_BUDGET)), BUDGET_ENV)
     key = (str(root), budget)
     if key not in _DEFAULT:
         _DEFAULT[key] = TraceStore(root, budget)
