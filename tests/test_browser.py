@@ -1,14 +1,21 @@
-"""The web app in Debian's chromium, driven by Playwright through the stable data-testid hooks."""
+"""The web app in Debian's chromium, driven by Playwright through the stable data-testid hooks.
+
+The page runs under its Content-Security-Policy (no 'unsafe-eval'). Playwright's wait_for_function
+evaluates its text with `eval` on every poll, which the policy refuses after the first one: a
+predicate is therefore written as a function ("() => ..."), evaluated once and then just called."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import xml.dom.minidom
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
 from servers import CHROMIUM_ARGS, chromium_path, running_server
+from tiny_models import save_tiny_model
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +73,7 @@ def test_threshold_slider_redraws_without_a_request(page, server):
     before = edge_count(page)
     slider = page.get_by_test_id("threshold-slider")
     slider.fill("0.2")
-    page.wait_for_function(f"document.querySelectorAll('[data-testid=graph-edge]').length != {before}")
+    page.wait_for_function(f"() => document.querySelectorAll('[data-testid=graph-edge]').length != {before}")
     after = edge_count(page)
     assert after < before
     assert requests == []
@@ -84,7 +91,7 @@ def test_last_node_shows_paris_in_token_panel(page, server):
     node.click()
     panel = page.get_by_test_id("token-panel")
     panel.wait_for()
-    page.wait_for_function("document.querySelector('[data-testid=token-panel]').innerText.includes('Paris')")
+    page.wait_for_function("() => document.querySelector('[data-testid=token-panel]').innerText.includes('Paris')")
     first_token = panel.locator("[data-rank]").first
     assert "Paris" in first_token.inner_text()
 
@@ -138,13 +145,156 @@ def test_reloading_the_url_restores_the_view(page, server):
     url = page.url
     assert "0.1" in url
     page.goto("about:blank")
-    page.goto(url)
+    page.goto(url)  # the URL this tab wrote itself (sessionStorage): it runs without asking
     page.locator("[data-testid=graph-edge]").first.wait_for()
+    assert page.get_by_test_id("link-confirm").count() == 0
     page.wait_for_timeout(300)
     again = sorted(page.locator("[data-testid=graph-edge]").evaluate_all(
         "els => els.map(e => e.dataset.source + '>' + e.dataset.target + ':' + e.dataset.kind)"))
     assert again == edges
     assert page.get_by_test_id("prompt-input").input_value() == PROMPT
+
+
+# ---- a link that asks for work: the page asks before it loads or runs anything (issue 9) -------
+
+LINK_MODEL = "tiny-linked"
+LINK_PROMPT = "the capital of france is"
+
+
+@pytest.fixture(scope="module")
+def two_model_server(tiny_folder, tmp_path_factory):
+    """A server offering two tiny models: "tiny" (its default) and another one a link can name."""
+    root = tmp_path_factory.mktemp("linked")
+    save_tiny_model(root / "m", seed=12)
+    config = root / "config.json"
+    config.write_text(json.dumps({"models": {"tiny": str(tiny_folder), LINK_MODEL: str(root / "m")}, "default_model": "tiny"}))
+    with running_server("--config", str(config), ready_model="tiny") as base:
+        yield base
+
+
+@contextlib.contextmanager
+def fresh_page(browser):
+    """A new browser context: a new tab with empty sessionStorage, as a link opened from another site."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(120_000)
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def record_posts(page) -> list[tuple[str, dict]]:
+    """Every POST to the API, as (path, JSON body), in the order the page sent them."""
+    posts: list[tuple[str, dict]] = []
+    page.on("request", lambda r: posts.append((urlsplit(r.url).path, r.post_data_json or {}))
+            if r.method == "POST" and "/api/" in r.url else None)
+    return posts
+
+
+def settled_requests(page) -> None:
+    """A request sent now is recorded after every request the page sent before it."""
+    page.evaluate("fetch('api/health').then(r => r.json())")
+
+
+def test_a_link_asks_before_it_loads_its_model_and_runs(browser, two_model_server):
+    with fresh_page(browser) as page:
+        posts = record_posts(page)
+        page.goto(two_model_server + "/?" + urlencode({"model": LINK_MODEL, "prompt": LINK_PROMPT, "target": 2, "threshold": 0.02}))
+        bar = page.get_by_test_id("link-confirm")
+        bar.wait_for()
+        assert LINK_PROMPT in bar.inner_text() and LINK_MODEL in bar.inner_text() and "loading it first" in bar.inner_text()
+        # the controls show the link; nothing it asks for was sent
+        assert page.get_by_test_id("prompt-input").input_value() == LINK_PROMPT
+        assert page.get_by_test_id("model-select").input_value() == LINK_MODEL
+        assert page.get_by_test_id("threshold-input").input_value() == "0.02"
+        settled_requests(page)
+        assert not [p for p, _ in posts if p == "/api/trace"], posts
+        assert not [b for p, b in posts if p == "/api/models/load" and b.get("model") == LINK_MODEL], posts
+        assert page.locator("[data-testid=graph-edge]").count() == 0
+        assert "prompt=" in page.url  # the link stays in the address bar until the user chose
+        # Run: the model loads, the prompt runs, the view of the link comes back (its target)
+        page.get_by_test_id("link-confirm-run").click()
+        page.locator("[data-testid=graph-edge]").first.wait_for()
+        assert bar.count() == 0
+        assert ("/api/models/load", {"model": LINK_MODEL}) in posts
+        assert any(p == "/api/trace" and b.get("model") == LINK_MODEL and b.get("prompt") == LINK_PROMPT for p, b in posts)
+        assert page.locator("[data-testid=prediction].active").get_attribute("data-pos") == "2"
+        assert page.get_by_test_id("error-banner").count() == 0
+
+
+def test_dismissing_a_link_runs_nothing_and_keeps_the_default_model(browser, two_model_server):
+    long_prompt = "<b>bold</b> " + "the capital of france is " * 12
+    with fresh_page(browser) as page:
+        posts = record_posts(page)
+        page.goto(two_model_server + "/?" + urlencode({"model": LINK_MODEL, "prompt": long_prompt}))
+        bar = page.get_by_test_id("link-confirm")
+        bar.wait_for()
+        # the prompt is shown as text, shortened, and whole on hover
+        shown = bar.get_by_test_id("link-confirm-prompt")
+        assert shown.inner_text().startswith("<b>bold</b> the capital") and shown.inner_text().endswith("…")
+        assert shown.get_attribute("title") == long_prompt
+        assert bar.locator("b").count() == 0
+        page.get_by_test_id("link-confirm-dismiss").click()
+        assert bar.count() == 0
+        # as a plain visit: the default model is selected and loaded
+        assert page.get_by_test_id("model-select").input_value() == "tiny"
+        page.locator("[data-testid=model-status].st-ready").wait_for()
+        settled_requests(page)
+        assert [p for p, _ in posts] == ["/api/models/load"] and posts[0][1] == {"model": "tiny"}, posts
+        assert page.locator("[data-testid=graph-edge]").count() == 0
+        assert "prompt=" not in page.url and LINK_MODEL not in page.url
+
+
+# ---- the page's Content-Security-Policy (sent by the server, origins.py) --------------------------
+
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) =>
+  window.__cspViolations.push(e.effectiveDirective + ' ' + e.blockedURI + ' ' + (e.target.id || '')));
+"""
+
+
+def watch_csp(page) -> list[str]:
+    """Record the page's CSP violations (the event, in window.__cspViolations) and the console's
+    "Refused to ..." lines (returned)."""
+    page.add_init_script(CSP_WATCH)
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text or "Refused to" in m.text else None)
+    return refused
+
+
+def csp_violations(page) -> list[str]:
+    """The violations so far: a known one (an inline script) is provoked and awaited first, so that
+    every earlier violation event has been delivered too (which also shows that the watch works)."""
+    page.evaluate("""() => { const s = document.createElement('script'); s.id = 'csp-probe';
+                             s.textContent = 'window.__inlineRan = 1'; document.body.append(s); }""")
+    page.wait_for_function("() => window.__cspViolations.some(v => v.includes('csp-probe'))")
+    assert not page.evaluate("window.__inlineRan")
+    return [v for v in page.evaluate("window.__cspViolations") if "csp-probe" not in v]
+
+
+def test_the_app_works_under_its_content_security_policy(page, server, tmp_path):
+    refused = watch_csp(page)
+    response = page.goto(server + "/")
+    policy = response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy, policy
+    page.get_by_test_id("prompt-input").fill(PROMPT)
+    page.get_by_test_id("run-button").click()
+    page.locator("[data-testid=graph-edge]").first.wait_for()
+    # heatmaps drawn on canvases
+    page.locator("[data-testid=graph-edge][data-kind=attn]").first.click(force=True)
+    page.get_by_test_id("head-panel").locator("[data-heatmap]").nth(1).wait_for()
+    # the downloads (blob: URLs; the PNG renders the SVG through a blob: image)
+    for fmt in ("svg", "png", "json"):
+        with page.expect_download() as info:
+            page.locator(f"[data-testid=export-button][data-format={fmt}]").click()
+        info.value.save_as(tmp_path / f"route.{fmt}")
+    # the exported JSON opened again from a file
+    page.get_by_test_id("open-file-input").set_input_files(str(tmp_path / "route.json"))
+    page.get_by_test_id("file-badge").wait_for()
+    assert csp_violations(page) == []
+    assert [m for m in refused if "inline script" not in m] == [], refused  # but the probe's
 
 
 def test_error_banner_on_bad_input(page, server):
@@ -163,7 +313,7 @@ LONG_PROMPT = ("The old river city lay north of the stone market, and every wint
 
 def settle(page) -> None:
     """Wait until the app has attached every hook and built its canvas layers (idle-time work)."""
-    page.wait_for_function("window.__routelensDebug && window.__routelensDebug.ready")
+    page.wait_for_function("() => window.__routelensDebug && window.__routelensDebug.ready")
 
 
 def test_pruned_edges_and_nodes_do_not_match_the_hooks(page, server):
@@ -242,7 +392,7 @@ def test_open_file_draws_the_graph_without_the_server(page, server, smollm2, tmp
     assert "weight" in tooltip.inner_text()
     before = edge_count(page)
     slider.fill("0.2")
-    page.wait_for_function(f"document.querySelectorAll('[data-testid=graph-edge]').length != {before}")
+    page.wait_for_function(f"() => document.querySelectorAll('[data-testid=graph-edge]').length != {before}")
     assert 0 < edge_count(page) < before
     # the inspector shows what the file holds and says that the rest needs the live model
     page.locator("[data-testid=graph-edge][data-kind=attn]").last.click()
@@ -259,11 +409,11 @@ def test_open_file_draws_the_graph_without_the_server(page, server, smollm2, tmp
     # running a prompt goes back to live traces
     page.get_by_test_id("prompt-input").fill(PROMPT)
     page.get_by_test_id("run-button").click()
-    page.wait_for_function("document.querySelector('[data-testid=prediction-list]').innerText.includes('Paris')")
+    page.wait_for_function("() => document.querySelector('[data-testid=prediction-list]').innerText.includes('Paris')")
     assert page.get_by_test_id("file-badge").count() == 0
     assert float(slider.get_attribute("min")) == pytest.approx(0.01)
     page.locator("[data-testid=graph-node][data-kind=block]").last.click()
-    page.wait_for_function("document.querySelector('[data-testid=token-panel] [data-rank]')")
+    page.wait_for_function("() => document.querySelector('[data-testid=token-panel] [data-rank]')")
 
 
 def test_open_file_refuses_another_schema_and_non_json(page, server, tmp_path):
@@ -279,7 +429,7 @@ def test_open_file_refuses_another_schema_and_non_json(page, server, tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     page.get_by_test_id("open-file-input").set_input_files(str(broken))
-    page.wait_for_function("document.querySelector('[data-testid=error-banner]').innerText.includes('broken.json')")
+    page.wait_for_function("() => document.querySelector('[data-testid=error-banner]').innerText.includes('broken.json')")
     assert "not JSON" in banner.inner_text()
 
 
@@ -358,7 +508,7 @@ def test_viewer_bundle_draws_offline_from_a_file_url(browser, smollm2, tmp_path)
         assert float(slider.get_attribute("min")) == pytest.approx(graph["threshold"])
         slider.fill("0.2")
         page.wait_for_function(
-            f"document.querySelectorAll('#rl [data-testid=graph-edge]').length < {len(graph['edges'])}")
+            f"() => document.querySelectorAll('#rl [data-testid=graph-edge]').length < {len(graph['edges'])}")
         assert 0 < one.locator("[data-testid=graph-edge]").count() < len(graph["edges"])
         assert two.locator("[data-testid=graph-edge]").count() == len(graph["edges"])
         # a graph of another schema version is refused with a message in its element
@@ -375,7 +525,7 @@ def test_cold_dense_change_paints_first_and_the_hooks_catch_up(page, server):
     brings the data-testid hooks in line in idle time (hooksInSync); they end up exact."""
     page.goto(server + "/")
     page.get_by_test_id("model-select").wait_for()  # the page is built (the debug hook comes earlier)
-    page.wait_for_function("!!window.__routelensDebug")
+    page.wait_for_function("() => !!window.__routelensDebug")
     out = page.evaluate("""async () => {
         const dbg = window.__routelensDebug;
         dbg.synth(30, 200, 0.01);
@@ -408,7 +558,7 @@ def test_cold_dense_change_paints_first_and_the_hooks_catch_up(page, server):
     edge.hover(position={"x": pick["x"], "y": pick["y"]})
     page.locator(".tooltip").wait_for(state="visible")
     assert "attention edge" in page.locator(".tooltip").inner_text()
-    page.wait_for_function("window.__routelensDebug.hooksInSync", timeout=10_000)
+    page.wait_for_function("() => window.__routelensDebug.hooksInSync", timeout=10_000)
     assert page.get_attribute("[data-testid=graph]", "data-hooks") == "sync"
     stats = page.evaluate("window.__routelensDebug.stats()")
     edges = page.locator("[data-testid=graph-edge]").evaluate_all(
@@ -431,7 +581,7 @@ def test_changes_during_the_catch_up_end_exact(page, server):
     """Threshold changes made while the hooks are still catching up never leave a stale count."""
     page.goto(server + "/")
     page.get_by_test_id("model-select").wait_for()  # the page is built (the debug hook comes earlier)
-    page.wait_for_function("!!window.__routelensDebug")
+    page.wait_for_function("() => !!window.__routelensDebug")
     page.evaluate("""async () => {
         const dbg = window.__routelensDebug;
         dbg.synth(30, 200, 0.01);
@@ -442,7 +592,7 @@ def test_changes_during_the_catch_up_end_exact(page, server):
         await new Promise(r => setTimeout(r, 60));
         dbg.setThreshold(0.012);
     }""")
-    page.wait_for_function("window.__routelensDebug.hooksInSync", timeout=10_000)
+    page.wait_for_function("() => window.__routelensDebug.hooksInSync", timeout=10_000)
     stats = page.evaluate("window.__routelensDebug.stats()")
     assert stats["threshold"] == pytest.approx(0.012)
     assert edge_count(page) == stats["edges"]
@@ -461,6 +611,7 @@ def test_access_token_is_asked_once_and_remembered_by_the_cookie(browser, smollm
         page.set_default_timeout(120_000)
         refused: list[str] = []
         page.on("response", lambda r: refused.append(r.url) if r.status == 401 and "/api/login" not in r.url else None)
+        watch_csp(page)  # the dialog works under the page's Content-Security-Policy
         try:
             page.goto(base + "/")
             dialog = page.get_by_test_id("token-dialog")
@@ -485,12 +636,13 @@ def test_access_token_is_asked_once_and_remembered_by_the_cookie(browser, smollm
             page.locator("[data-testid=graph-edge]").first.wait_for()
             assert "Paris" in page.get_by_test_id("prediction-list").locator("[data-pos]").last.inner_text()
             assert page.get_by_test_id("error-banner").count() == 0
-            # the page keeps no copy of the token: only the HttpOnly cookie has it
+            # the page keeps no copy of the token: an HttpOnly session cookie (a random id) logs it in
             kept = page.evaluate("() => [location.href, document.cookie, JSON.stringify({...localStorage}), "
                                  "JSON.stringify({...sessionStorage}), document.documentElement.outerHTML].join(' ')")
             assert TOKEN not in kept
-            cookie = next(c for c in context.cookies() if c["name"] == "routelens_token")
-            assert cookie["httpOnly"]
+            # (server/access.py: "routelens_session_<port>", one per port)
+            cookie = next(c for c in context.cookies() if c["name"].startswith("routelens_session"))
+            assert cookie["httpOnly"] and TOKEN not in cookie["value"]
 
             # reloading the page does not ask again: the cookie answers
             refused.clear()
@@ -517,10 +669,11 @@ def test_access_token_is_asked_once_and_remembered_by_the_cookie(browser, smollm
             page.get_by_test_id("token-input").fill(TOKEN)
             page.get_by_test_id("token-input").press("Enter")
             dialog.wait_for(state="detached")
-            page.wait_for_function("document.querySelector('.route-info')?.textContent.includes('(position 0)') "
+            page.wait_for_function("() => document.querySelector('.route-info')?.textContent.includes('(position 0)') "
                                    "&& document.querySelector('.route-info').textContent.includes('L2')")
             page.locator("[data-testid=graph-edge]").first.wait_for()
             assert page.get_by_test_id("token-dialog").count() == 0
             assert page.get_by_test_id("error-banner").count() == 0
+            assert csp_violations(page) == []
         finally:
             context.close()

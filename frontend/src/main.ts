@@ -11,9 +11,10 @@ import { graphKey } from "./graph/keys";
 import { legend } from "./graph/legend";
 import { GraphView } from "./graph/view";
 import { exportJson, exportPng, exportSvg } from "./graph/export";
-import { readUrl, writeUrl } from "./state";
+import { readUrl, writeUrl, type UrlState } from "./state";
 import { bigNumber, clamp, fill, h, icon, num, pct, slug, tokenSpan, tokenText, truncate } from "./ui/dom";
 import { askToken } from "./ui/login";
+import { type LinkConfirm, type LinkWork, linkConfirmBar, linkWork } from "./ui/linkconfirm";
 import { parseNodeId, type PanelCtx } from "./panels/context";
 import { connections, tokenPanel } from "./panels/token";
 import { headPanel } from "./panels/head";
@@ -64,6 +65,8 @@ class App {
   /** A graph opened from a file (no trace on the server): drawn and pruned locally only. */
   file: { name: string; graph: Graph } | null = null;
   fileSeq = 0;
+  /** A link's request waiting for the user's Run or Dismiss (ui/linkconfirm.ts); the URL is kept meanwhile. */
+  linkAsk: LinkConfirm | null = null;
 
   // DOM
   root = document.getElementById("app")!;
@@ -81,6 +84,7 @@ class App {
   chatBox!: HTMLInputElement;
   runBtn!: HTMLButtonElement;
   bannerSlot!: HTMLDivElement;
+  linkSlot!: HTMLDivElement;
   predList!: HTMLDivElement;
   predInfo!: HTMLSpanElement;
   slider!: HTMLInputElement;
@@ -129,17 +133,49 @@ class App {
     this.setThresholdControls(this.threshold);
     this.promptInput.value = u.prompt ?? this.config.prompts[0] ?? "";
     this.onPromptEdit();
-    let model = u.model ?? this.config.default_model ?? this.config.models[0] ?? "";
+    const plainModel = this.config.default_model || this.config.models[0] || "";
+    let model = u.model ?? plainModel;
     if (model && !this.config.models.includes(model) && !this.customAllowed()) {
       this.showError(new ApiError(`The model "${model}" from the link is not offered by this server; showing ${this.config.default_model} instead.`, "unknown_model", 0, "URL"));
       model = this.config.default_model;
     }
+    const work = linkWork(u, model, plainModel);
+    if (work) return this.askLink(work, u, plainModel);
     if (model) this.selectModel(model);
     if (u.prompt) {
       this.head = u.head ?? null;
       this.neuron = u.neuron ?? null;
       await this.run({ target: u.target, sel: u.sel ?? null });
     } else this.syncUrl();
+  }
+
+  // ---- a link that asks for work (ui/linkconfirm.ts) -----------------------------------------
+  /** Show what the link asks for in the controls and ask; load or run nothing the link wants. */
+  askLink(work: LinkWork, u: UrlState, plainModel: string): void {
+    this.linkAsk = linkConfirmBar(work, {
+      run: () => {
+        this.linkAsk = null;
+        if (work.loadModel) this.selectModel(work.model);
+        if (!work.prompt) return;
+        this.head = u.head ?? null;
+        this.neuron = u.neuron ?? null;
+        this.run({ target: u.target, sel: u.sel ?? null });
+      },
+      dismiss: () => {
+        this.linkAsk = null;
+        if (this.model !== plainModel) this.selectModel(plainModel);
+        else this.syncUrl();
+      },
+    });
+    this.linkSlot.replaceChildren(this.linkAsk.el);
+    if (!work.loadModel) this.selectModel(work.model); // the default model, as a plain visit loads it
+    else this.showModel(work.model, { model: work.model, state: "absent" });
+  }
+
+  /** The user chose something else (another model, their own Run): the link's question is moot. */
+  dropLinkAsk(): void {
+    this.linkAsk?.close();
+    this.linkAsk = null;
   }
 
   customAllowed(): boolean {
@@ -160,8 +196,9 @@ class App {
     // model
     this.modelSelect = h("select", { "data-testid": "model-select", id: "model-select", "aria-label": "model" });
     for (const m of c.models) this.modelSelect.append(h("option", { value: m }, m));
-    if (this.customAllowed()) this.modelSelect.append(h("option", { value: CUSTOM }, "Other: HF id or local path…"));
+    if (this.customAllowed()) this.modelSelect.append(h("option", { value: CUSTOM }, "Other: Hugging Face hub id…"));
     this.modelSelect.addEventListener("change", () => {
+      this.dropLinkAsk();
       if (this.modelSelect.value === CUSTOM) {
         this.customBox.hidden = false;
         this.customInput.focus();
@@ -170,10 +207,12 @@ class App {
         this.selectModel(this.modelSelect.value);
       }
     });
-    this.customInput = h("input", { type: "text", class: "custom-model", "data-testid": "model-custom", placeholder: "e.g. Qwen/Qwen2.5-0.5B or /models/my-model", spellcheck: "false" });
+    this.customInput = h("input", { type: "text", class: "custom-model", "data-testid": "model-custom", placeholder: "e.g. Qwen/Qwen2.5-0.5B", spellcheck: "false" });
     const loadCustom = () => {
       const name = this.customInput.value.trim();
-      if (name) this.selectModel(name);
+      if (!name) return;
+      this.dropLinkAsk();
+      this.selectModel(name);
     };
     this.customInput.addEventListener("keydown", (e) => e.key === "Enter" && loadCustom());
     this.customBox = h("div", { class: "custom-box", hidden: true }, this.customInput, h("button", { class: "btn", "data-testid": "model-load", onclick: loadCustom }, "Load"));
@@ -270,6 +309,7 @@ class App {
     );
 
     this.bannerSlot = h("div", { class: "banner-slot" });
+    this.linkSlot = h("div", { class: "banner-slot" });
 
     // predictions strip
     this.predList = h("div", { class: "pred-list", "data-testid": "prediction-list", role: "listbox", "aria-label": "next-token predictions by position" });
@@ -371,7 +411,7 @@ class App {
       resizer.addEventListener("pointerup", up);
     });
 
-    this.root.replaceChildren(top, this.bannerSlot, preds, main);
+    this.root.replaceChildren(top, this.linkSlot, this.bannerSlot, preds, main);
     this.renderSide();
     this.renderStatus();
     document.addEventListener("keydown", (e) => this.onKey(e));
@@ -409,7 +449,8 @@ class App {
   }
 
   // ---- models -------------------------------------------------------------------------------
-  async selectModel(name: string): Promise<void> {
+  /** Show `name` as the model (an option is added for a custom one) without loading it. */
+  showModel(name: string, status: ModelStatus): void {
     this.model = name;
     if (![...this.modelSelect.options].some((o) => o.value === name)) {
       const opt = h("option", { value: name }, name);
@@ -418,8 +459,12 @@ class App {
     }
     this.modelSelect.value = name;
     this.customBox.hidden = true;
-    this.status = { model: name, state: "loading", stage: "starting", elapsed: 0 };
+    this.status = status;
     this.renderStatus();
+  }
+
+  async selectModel(name: string): Promise<void> {
+    this.showModel(name, { model: name, state: "loading", stage: "starting", elapsed: 0 });
     this.syncUrl();
     const seq = ++this.loadSeq;
     clearTimeout(this.pollTimer);
@@ -594,6 +639,9 @@ class App {
 
   // ---- tracing ------------------------------------------------------------------------------
   async run(restore?: { target?: number; sel?: Selection | null }): Promise<void> {
+    this.dropLinkAsk();
+    // the model a link showed without loading it: the user's own Run loads it now
+    if (this.status?.state === "absent" && this.status.model === this.model) this.selectModel(this.model);
     const prompt = this.promptInput.value;
     const seq = ++this.runSeq;
     if (this.file) this.leaveFile();
@@ -1161,6 +1209,7 @@ class App {
 
   // ---- URL ----------------------------------------------------------------------------------
   syncUrl(debounce = false): void {
+    if (this.linkAsk) return; // the link's URL stays until the user chose: a reload asks again
     writeUrl(
       {
         model: this.model,

@@ -1,8 +1,11 @@
 // The view's state in the URL query string, so a reload or a shared link restores the view:
 //   ?model=NAME&prompt=TEXT&chat=1&norm=l2&target=5&threshold=0.04&sel=node:x:12:4&head=3&neuron=812
 // sel is node:<node id> or edge:<kind>|<source id>|<target id>.
+// A URL that asks for work and that this tab did not write itself is confirmed by the user before
+// anything loads or runs (ui/linkconfirm.ts).
 
 import type { Selection } from "./types";
+import { rememberOwnUrl } from "./ui/linkconfirm";
 
 export interface UrlState {
   model?: string;
@@ -57,6 +60,7 @@ export function writeUrl(s: UrlState, debounce = false): void {
     const search = q.toString();
     const url = location.pathname + (search ? "?" + search : "");
     if (url !== location.pathname + location.search) history.replaceState(null, "", url);
+    rememberOwnUrl(); // a reload of this URL restores the view without asking (ui/linkconfirm.ts)
   };
   clearTimeout(timer);
   if (debounce) timer = window.setTimeout(apply, 150);
