@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ from .errors import EmptyPromptError, InvalidArgumentError, RoutelensError
 err_console = Console(stderr=True)
 out_console = Console()
 
+MAX_TOP = 100  # predictions `trace --top` prints: more is a vocabulary dump, not a table
 CHECK_PROMPTS = (
     "The capital of France is",
     "When Mary and John went to the store, John gave a drink to",
@@ -36,12 +38,96 @@ def step(message: str) -> Iterator[None]:
     err_console.print(f"[dim]{message} done in {time.perf_counter() - start:.1f}s[/dim]", highlight=False)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its mistakes said in one line on stderr (exit status 2), like routelens's own."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"routelens: error: {message} (see `{self.prog} --help`)\n")
+
+
+# Argument types: every value is checked while the command line is read, before a model loads.
+def _model_name(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("no model name given: use a catalog name (see `routelens models`), a hub id or a path")
+    return value
+
+
+def _prompt(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the prompt is empty: give some text to trace")
+    return value
+
+
+def _top(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n <= MAX_TOP:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_TOP}, not {value!r}")
+    return n
+
+
+def _threshold(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and 0.0 <= x <= 1.0):
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {value!r}")
+    return x
+
+
+def _target(value: str) -> int | str:
+    if value.strip() == "all":
+        return "all"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer position (e.g. -1, the last) or 'all', not {value!r}") from None
+
+
+def _port(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 65535, not {value!r}")
+    return n
+
+
+def _host(value: str) -> str:
+    if not value.strip() or any(c.isspace() for c in value):
+        raise argparse.ArgumentTypeError(f"must be an address or name of this machine (e.g. 127.0.0.1), not {value!r}")
+    return value
+
+
+def _checked_by(check_name: str):
+    """An argument type that runs a check of routelens.models.loading (imported only when used)."""
+
+    def check(value: str) -> str:
+        from .models import loading
+
+        try:
+            return getattr(loading, check_name)(value)
+        except RoutelensError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    check.__name__ = check_name
+    return check
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="catalog name (see `routelens models`), Hugging Face hub id, model folder or .gguf file")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: the best available)")
+    p.add_argument("model", type=_model_name,
+                   help="catalog name (see `routelens models`), Hugging Face hub id, model folder or .gguf file")
+    p.add_argument("--device", default=None, type=_checked_by("check_device"),
+                   help="cpu, cuda, cuda:1 or mps (default: the best available)")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="compute dtype (importances are always fp32)")
-    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
-    p.add_argument("--device-map", default=None, help="passed to transformers, e.g. auto to spread a big model over GPUs")
+    p.add_argument("--revision", default=None, type=_checked_by("check_revision"), help="hub revision (branch, tag or commit)")
+    p.add_argument("--device-map", default=None, type=_checked_by("check_device_map"),
+                   help="passed to transformers: auto, balanced, balanced_low_0, sequential or a device (auto spreads a "
+                        "big model over GPUs)")
     _add_store_option(p)
 
 
@@ -64,23 +150,26 @@ def _load(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="routelens", description="Information-flow routes of language models.")
+    parser = Parser(prog="routelens", description="Information-flow routes of language models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("trace", help="trace a prompt, print the top predictions and write the route graph")
     _add_model_options(p)
-    p.add_argument("prompt", help="the text to trace")
-    p.add_argument("--target", default="-1", help="position whose route to build (default -1, the last); 'all' for full mode")
-    p.add_argument("--threshold", type=float, default=0.04, help="keep edges whose importance is above this (default 0.04)")
+    p.add_argument("prompt", type=_prompt, help="the text to trace")
+    p.add_argument("--target", default=-1, type=_target,
+                   help="position whose route to build (default -1, the last); 'all' for full mode")
+    p.add_argument("--threshold", type=_threshold, default=0.04,
+                   help="keep edges whose importance is above this, from 0 to 1 (default 0.04)")
     p.add_argument("--norm", choices=["l1", "l2"], default="l1", help="proximity norm (default l1, the paper's)")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    p.add_argument("--top", type=int, default=5, help="how many predictions to print")
+    p.add_argument("--top", type=_top, default=5, help=f"how many predictions to print, 1 to {MAX_TOP} (default 5)")
     p.add_argument("--out", type=Path, default=None,
                    help="write the route graph here; the extension picks the format: .json .graphml .svg .png .html")
 
     p = sub.add_parser("check", help="run the exactness checks on a model; exit non-zero if any fails")
     _add_model_options(p)
-    p.add_argument("--prompt", action="append", default=None, help="prompt(s) to check (default: two built-in ones)")
+    p.add_argument("--prompt", action="append", default=None, type=_prompt,
+                   help="prompt(s) to check (default: two built-in ones)")
 
     sub.add_parser("models", help="list the embedded catalog and what is cached locally")
 
@@ -89,28 +178,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="start the web app")
     p.add_argument("--config", default=None, help="a JSON configuration (the LLM Transparency Tool's format works)")
-    p.add_argument("--model", default=None, help="the model to load at start (default: the configuration's, else the catalog default)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--token", default=None, help="access token the API requires (default $ROUTELENS_TOKEN); needed to bind beyond 127.0.0.1")
+    p.add_argument("--model", default=None, type=_model_name, help="the model to load at start (default: the configuration's, else the catalog default)")
+    p.add_argument("--host", default="127.0.0.1", type=_host, help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8000, help="port to listen on, 1 to 65535 (default 8000)")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument("--token", default=None,
+                       help="access token the API requires; needed to bind beyond 127.0.0.1. A token on the command line "
+                            "is visible to other users of this machine in `ps`: prefer --token-file or $ROUTELENS_TOKEN")
+    token.add_argument("--token-file", default=None, type=Path, metavar="FILE",
+                       help="read the access token from the first line of FILE (not visible in `ps`)")
     p.add_argument("--insecure", action="store_true", help="allow binding beyond 127.0.0.1 without an access token")
     _add_store_option(p)
     return parser
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    # the checks argparse cannot make, for callers that build the namespace themselves too
     if not args.prompt.strip():
         raise EmptyPromptError("the prompt is empty: give some text to trace")
-    if not 0.0 <= args.threshold <= 1.0:
+    if not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
         raise InvalidArgumentError(f"--threshold must be between 0 and 1, not {args.threshold}")
+    if not 1 <= args.top <= MAX_TOP:
+        raise InvalidArgumentError(f"--top must be from 1 to {MAX_TOP}, not {args.top}")
     if args.out is not None:
-        from .export import format_of
+        from .export import check_output_path
 
-        format_of(args.out)  # an unknown extension is refused before the model loads
+        args.out = check_output_path(args.out)  # an unknown extension, a folder, an unwritable place: before the model loads
+    store = _store(args)  # an unusable $ROUTELENS_STORE too
     model = _load(args)
     with step(f"tracing {len(args.prompt)} characters"):
-        trace = model.trace(args.prompt, norm=1 if args.norm == "l1" else 2, chat=args.chat, store=_store(args))
-    target: int | str = args.target if args.target == "all" else _int_arg(args.target, "--target")
+        trace = model.trace(args.prompt, norm=1 if args.norm == "l1" else 2, chat=args.chat, store=store)
+    target: int | str = args.target if args.target == "all" else _int_arg(str(args.target), "--target")
     pos = trace.n_positions - 1 if target == "all" else trace.position(target)
     table = Table(title=f"top predictions after {trace.tokens[pos]!r} (position {pos})")
     table.add_column("rank", justify="right")
@@ -136,11 +234,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    prompts = args.prompt or CHECK_PROMPTS
+    if not all(p.strip() for p in prompts):
+        raise EmptyPromptError("a prompt is empty: give some text to check")
+    store = _store(args)
     model = _load(args)
     failed = False
-    for prompt in args.prompt or CHECK_PROMPTS:
+    for prompt in prompts:
         with step(f"checking {prompt!r}"):
-            trace = model.trace(prompt, store=_store(args))
+            trace = model.trace(prompt, store=store)
             report = trace.check()
             sums = trace.importance_sums_error()
         out_console.print(f"[bold]{prompt!r}[/bold] ({trace.n_positions} tokens)")
@@ -184,6 +286,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         out_console.print(f"trace store: {info['path']}")
         out_console.print(f"{info['entries']} traces, {info['segments']} importance segments, "
                           f"{human(info['bytes'])} of a {human(info['budget'])} budget ({STORE_ENV}_BUDGET)")
+        out_console.print(f"on disk: {human(info['disk_bytes'])}, of which {human(info['leftover_bytes'])} in files no "
+                          "stored trace names (being written, or left by a killed writer: removed when it is gone)")
         return 0
     table = Table(title=f"stored traces in {info['path']} ({human(info['bytes'])} of {human(info['budget'])})")
     for col in ("key", "model", "tokens", "size", "last used", "prompt"):
@@ -203,23 +307,31 @@ def _int_arg(value: str, flag: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .server.app import create_app
+    from .server.access import check_bind, read_token_file, token_from
     from .server.config import load_config
-
-    from .server.access import check_bind, token_from
+    from .server.http import bind_port, serve
 
     config = load_config(args.config, args.model)
-    token = token_from(args.token or config.access_token)
+    option = args.token if args.token else read_token_file(args.token_file) if args.token_file else None
+    token = token_from(option or config.access_token)
     check_bind(args.host, token, args.insecure)  # before any model loads
     config.access_token = token
+    config.bind_host = args.host  # its name may be the Host of requests (origins.py)
     if args.no_store:
         config.store = False
-    app = create_app(config)
-    out_console.print(f"routelens: serving {config.default_model} on http://{args.host}:{args.port}/"
-                      + (" (access token required)" if token else ""))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    else:
+        _store(args)  # an unusable $ROUTELENS_STORE is said now, not at the first request
+    sockets = bind_port(args.host, args.port)  # before "serving on": a busy port is one clear line
+    try:
+        from .server.app import create_app
+
+        app = create_app(config)
+        out_console.print(f"routelens: serving {config.default_model} on http://{args.host}:{args.port}/"
+                          + (" (access token required)" if token else ""))
+        serve(app, config, args.host, args.port, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0
 
 
@@ -233,15 +345,31 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     if not err_console.is_terminal:
         hf_logging.disable_progress_bar()
+    try:  # the hub's retry warnings ("Retrying in 1s [Retry 1/5]") are not for the person at the terminal
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    import logging
+
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a mistake argparse said in one line (2)
+        return stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 2
     _quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except RoutelensError as err:
         print(f"routelens: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the file system or the network refused something no check above foresaw
+        what = f"cannot use {err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"routelens: error: {what}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("routelens: interrupted", file=sys.stderr)

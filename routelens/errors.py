@@ -38,3 +38,18 @@ class DownloadError(RoutelensError, RuntimeError):
 class ForbiddenError(RoutelensError, PermissionError):
     """Something this configuration does not allow (custom models in demo mode, files outside
     the dataset folder, remote code or pickled weights nobody allowed)."""
+
+
+class TooLargeError(RoutelensError, ValueError):
+    """A result that would exceed a size bound set before it is built (edges of a route graph,
+    cells of a matrix): the message says which bound and how to stay under it."""
+
+
+class GraphFileError(RoutelensError, ValueError):
+    """A route graph file (or dictionary) that is not a valid routelens.graph/1 document: the
+    message names the offending node or edge and says what to do."""
+
+
+class OutputFileError(RoutelensError, OSError):
+    """A file routelens was asked to write that cannot be written there (a folder, a read-only
+    place, a full disk); nothing is left behind."""

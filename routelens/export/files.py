@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError, RoutelensError
-from ..routes.graph import SCHEMA, RouteGraph
+from ..errors import GraphFileError, InvalidArgumentError, OutputFileError
+from ..routes.graph import RouteGraph, validate_graph_dict
 
 FORMATS = {".json": "json", ".graphml": "graphml", ".svg": "svg", ".png": "png", ".html": "html", ".htm": "html"}
 MEDIA_TYPES = {"json": "application/json", "graphml": "application/graphml+xml", "svg": "image/svg+xml",
                "png": "image/png", "html": "text/html; charset=utf-8"}
-
-
-class GraphFileError(RoutelensError, ValueError):
-    """A file that is not a route graph this version of routelens reads."""
 
 
 def format_of(path: str | Path) -> str:
@@ -54,45 +53,95 @@ def render(graph: RouteGraph | dict[str, Any], fmt: str) -> bytes:
     raise InvalidArgumentError(f"unknown export format {fmt!r}; use one of {', '.join(sorted(MEDIA_TYPES))}")
 
 
+def _why(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Refuse, before any work, a path a graph cannot be written to: an unknown extension, a
+    folder, a place under a file, a folder this process may not write. The folders missing on
+    the way are created by write_graph."""
+    path = Path(path).expanduser()
+    format_of(path)
+    if path.is_dir():
+        raise OutputFileError(f"{path} is a folder; give a file name inside it, e.g. {path / ('route' + path.suffix)}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the first folder that exists on the way
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputFileError(f"cannot write {path}: {folder} is a file, not a folder; pick another place")
+    probe = folder / f".routelens-probe.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # what really happens, not os.access
+    try:
+        with open(probe, "xb"):
+            pass
+    except OSError as err:
+        raise OutputFileError(f"cannot write {path}: the folder {folder} is not writable ({_why(err)}); "
+                              "pick another place") from None
+    try:
+        probe.unlink()
+    except OSError:
+        pass
+    return path
+
+
 def write_graph(graph: RouteGraph | dict[str, Any], path: str | Path, fmt: str | None = None) -> Path:
-    """Write `graph` to `path` in the format its extension names (or `fmt`), atomically."""
-    path = Path(path)
-    data = render(graph, fmt or format_of(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    """Write `graph` to `path` in the format its extension names (or `fmt`), atomically: through a
+    temporary file beside it that is removed whatever happens. A path that cannot be written
+    raises OutputFileError."""
+    path = Path(path).expanduser()
+    fmt = fmt or format_of(path)
+    if path.is_dir():
+        check_output_path(path)  # says it is a folder
+    return write_bytes_atomically(path, render(graph, fmt))
+
+
+def write_bytes_atomically(path: str | Path, data: bytes) -> Path:
+    """`data` into `path` through a temporary file beside it (removed whatever happens); a path
+    that cannot be written raises OutputFileError."""
+    path = Path(path).expanduser()
+    if not path.name:
+        raise OutputFileError(f"{str(path)!r} names no file; give a file name")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # writers in parallel never share one
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException as err:  # an interrupt too: the temporary file never stays
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if not isinstance(err, OSError):
+            raise
+        if err.errno == errno.EISDIR or path.is_dir():
+            raise OutputFileError(f"{path} is a folder; give a file name inside it") from None
+        raise OutputFileError(f"cannot write {path}: {_why(err)}; pick another place") from None
     return path
 
 
 def check_graph_dict(data: Any, where: str = "the file") -> dict[str, Any]:
-    """Refuse what is not a routelens.graph/1 document, saying what it is and what to do."""
-    if not isinstance(data, dict):
-        raise GraphFileError(f"{where} holds JSON but not a route graph (expected an object with \"schema\": \"{SCHEMA}\")")
-    schema = data.get("schema")
-    if schema != SCHEMA:
-        got = f"schema {schema!r}" if schema is not None else "no \"schema\" field"
-        raise GraphFileError(
-            f"{where} has {got}; this version of routelens reads {SCHEMA!r} graphs. "
-            "Export the graph again with this version, or open it with the routelens version that wrote it."
-        )
-    missing = [k for k in ("model", "tokens", "target", "threshold", "nodes", "edges") if k not in data]
-    if missing:
-        raise GraphFileError(f"{where} says {SCHEMA!r} but lacks {', '.join(missing)}: it is damaged or cut short")
-    ids = {n.get("id") for n in data["nodes"] if isinstance(n, dict)}
-    dangling = [e for e in data["edges"] if not isinstance(e, dict) or e.get("source") not in ids or e.get("target") not in ids]
-    if dangling:
-        raise GraphFileError(f"{where} has {len(dangling)} edge(s) whose ends are not among its nodes: it is damaged")
-    return data
+    """Refuse what is not a routelens.graph/1 document, saying what is wrong and what to do
+    (routelens.routes.graph.validate_graph_dict)."""
+    return validate_graph_dict(data, where)
 
 
 def load_graph(path: str | Path) -> RouteGraph:
-    """Read a route graph JSON written by routelens (`--out x.json`, the web app's JSON export)."""
+    """Read a route graph JSON written by routelens (`--out x.json`, the web app's JSON export).
+
+    The content is checked (node and edge kinds, edge ends, positions and layers, finite
+    weights): a malformed file raises GraphFileError naming the offending node or edge."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise GraphFileError(f"no such file: {path}")
+        if path.is_dir():
+            raise GraphFileError(f"{path} is a folder, not a file; give a route graph exported as .json")
+        raise GraphFileError(f"no such file: {path}; check the path")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise GraphFileError(f"{path.name} is not JSON ({err}); give a route graph exported as .json") from None
-    return RouteGraph.from_dict(check_graph_dict(data, path.name))
+    except RecursionError:
+        raise GraphFileError(f"{path.name} nests too deeply to be a route graph; give a route graph exported as .json") from None
+    except OSError as err:
+        raise GraphFileError(f"cannot read {path}: {_why(err)}") from None
+    return RouteGraph.from_dict(check_graph_dict(data, path.name), validate=False)

@@ -4,13 +4,17 @@ or a model already in memory. Local paths are always really used, never silently
 from __future__ import annotations
 
 import difflib
+import functools
+import re
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..errors import ForbiddenError, ModelNotFoundError, RoutelensError, UnknownModelError, UnsupportedArchitectureError
+from ..errors import (ForbiddenError, InvalidArgumentError, ModelNotFoundError, RoutelensError, UnknownModelError,
+                      UnsupportedArchitectureError)
 from . import catalog
 from .adapters import supported_model_types
 from .model import Model, ModelSource
@@ -25,8 +29,38 @@ def wrap(hf_model: nn.Module, tokenizer: Any, name: str | None = None) -> Model:
     return Model(hf_model, tokenizer, ModelSource(name=str(label), kind="memory"))
 
 
+DEVICE = re.compile(r"(cpu|mps|cuda)(:\d{1,4})?")  # the devices routelens runs on (torch knows more)
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # transformers' named strategies
+HUB_PROBE_TIMEOUT_S = 10.0  # one question to the hub, no retries, before transformers asks its own
+
+
+def check_device(device: str) -> str:
+    """Refuse, without touching torch's devices, a device name routelens does not run on."""
+    if not isinstance(device, str) or not (device == "auto" or DEVICE.fullmatch(device)):
+        raise InvalidArgumentError(f"unknown device {device!r}; use cpu, cuda, cuda:N (e.g. cuda:1) or mps")
+    return device
+
+
+def check_device_map(device_map: str) -> str:
+    if not isinstance(device_map, str) or not (device_map in DEVICE_MAPS or DEVICE.fullmatch(device_map)):
+        raise InvalidArgumentError(
+            f"unknown device map {device_map!r}; use {', '.join(DEVICE_MAPS)} or a device such as cpu or cuda:0")
+    return device_map
+
+
+def check_revision(revision: str) -> str:
+    if not isinstance(revision, str) or not revision.strip() or any(c.isspace() or ord(c) < 32 for c in revision):
+        raise InvalidArgumentError(f"{revision!r} is not a hub revision; give a branch, tag or commit (e.g. main)")
+    return revision
+
+
 def resolve_device(device: str | None) -> str:
-    """`None` picks cuda, then mps, then cpu; an explicit device that is absent is an error."""
+    """`None` picks cuda, then mps, then cpu; an explicit device that is absent is an error, and
+    so is one routelens does not run on (cpu, cuda, cuda:N and mps are the ones)."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device is not None:
+        check_device(device)
     if device is None or device == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -35,6 +69,10 @@ def resolve_device(device: str | None) -> str:
         return "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RoutelensError(f"device {device!r} was asked for but this machine has no CUDA GPU; use --device cpu")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise RoutelensError(f"device {device!r} was asked for but this machine has {n} CUDA GPU{'s' if n != 1 else ''} "
+                             f"(cuda:0 to cuda:{n - 1}); pick one of them")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise RoutelensError("device 'mps' was asked for but Apple MPS is not available; use --device cpu")
     return device
@@ -55,11 +93,53 @@ def _has_pickled_weights(where: str) -> bool:
     return folder.is_dir() and any(f.suffix in (".bin", ".pt", ".pth") for f in folder.iterdir())
 
 
+HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}")
+
+
+def _hub_unreachable(name: str, revision: str | None) -> str | None:
+    """Ask the hub once, without retries, for the model's config.json. None: it answered, load
+    as usual. A reason: it cannot be reached (no network, a timeout, a server error), so only the
+    local cache is read; transformers would otherwise retry for half a minute and log each retry.
+    A repository, revision or file the hub says it does not have raises UnknownModelError."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import errors as hub_errors
+
+    offline = getattr(constants, "is_offline_mode", None)
+    if offline() if callable(offline) else constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    try:
+        url = hf_hub_url(name, "config.json", revision=revision)
+        get_hf_file_metadata(url, timeout=min(HUB_PROBE_TIMEOUT_S, float(constants.HF_HUB_ETAG_TIMEOUT)))
+    except hub_errors.GatedRepoError:
+        raise UnknownModelError(f"{name!r} is a gated model on the Hugging Face hub: accept its terms on its hub page, "
+                                "then log in here (`hf auth login`)") from None
+    except hub_errors.RepositoryNotFoundError:
+        raise UnknownModelError(f"unknown model {name!r}: it is not in the catalog (`routelens models`), not a local path, "
+                                "and the Hugging Face hub has no such model (or it is private: log in with "
+                                "`hf auth login`); check the name") from None
+    except hub_errors.RevisionNotFoundError:
+        raise UnknownModelError(f"the Hugging Face hub model {name!r} has no revision {revision!r}; give a branch, "
+                                "tag or commit it has (e.g. main)") from None
+    except hub_errors.EntryNotFoundError:
+        raise UnknownModelError(f"{name!r} on the Hugging Face hub has no config.json: it is not a transformers "
+                                "model") from None
+    except hub_errors.HFValidationError:
+        raise UnknownModelError(f"{name!r} is not a Hugging Face hub id (owner/name), a catalog name "
+                                "(`routelens models`) or a local path") from None
+    except hub_errors.HfHubHTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        return f"it answered HTTP {status}" if status else f"{type(err).__name__}"
+    except Exception as err:  # noqa: BLE001 - the network layer's errors differ between versions
+        first = (str(err).splitlines() or [""])[0][:120]
+        return f"{type(err).__name__}: {first}" if first else type(err).__name__
+    return None
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.endswith(".gguf") or "\\" in name or Path(name).exists()
 
 
-def load(
+def _load_unlocked(
     name: str,
     *,
     device: str | None = None,
@@ -69,6 +149,7 @@ def load(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     progress: Callable[[str], None] | None = None,
+    hub_only: bool = False,
 ) -> Model:
     """Load a model by catalog name, HF hub id, local directory or .gguf file.
 
@@ -76,13 +157,18 @@ def load(
     (then `device` is ignored). `progress` is told each stage: downloading, converting, loading.
     Weights load from safetensors or GGUF only: pickled weights (.bin, .pt) can run code when
     read, so they need `allow_pickle=True`; code from a model's repository needs
-    `trust_remote_code=True`.
+    `trust_remote_code=True`. `hub_only=True` (the server, for names typed by users) never reads
+    a local path: the name must be a hub id.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if not isinstance(name, str) or not name.strip():
         raise UnknownModelError("no model name given: use a catalog name (see `routelens models`), a hub id or a path")
     name = name.strip()
+    if revision is not None:
+        check_revision(revision)
+    if isinstance(device_map, str):
+        check_device_map(device_map)
     torch_dtype = resolve_dtype(dtype)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if device_map is not None:
@@ -93,7 +179,11 @@ def load(
         folder = catalog.ensure_local(name, progress)
         source = ModelSource(name=name, kind="catalog", revision=catalog.CATALOG[name].gguf_sha256[:12], path=str(folder))
         where, extra = str(folder), {}
-    elif _looks_like_path(name):
+    elif hub_only and (not HUB_ID.fullmatch(name) or Path(name).exists()):
+        # transformers reads a folder of that name before asking the hub: never for hub_only names
+        raise UnknownModelError(f"{name!r} is not a Hugging Face hub id (owner/name) that can be fetched; only hub ids "
+                                "are accepted here")
+    elif not hub_only and _looks_like_path(name):
         path = Path(name).expanduser()
         if not path.exists():
             raise ModelNotFoundError(f"no such model file or folder: {path}; check the path")
@@ -113,6 +203,9 @@ def load(
             raise UnknownModelError(f"unknown model {name!r}: did you mean {close[0]!r}? (`routelens models` lists the catalog)")
         where, extra = name, {"revision": revision} if revision else {}
         source = ModelSource(name=name, kind="hub", revision=revision)
+        unreachable = _hub_unreachable(name, revision)
+        if unreachable is not None:
+            extra["local_files_only"] = True  # the local cache only: no retries, no retry warnings
 
     if progress:
         progress("loading")
@@ -139,6 +232,11 @@ def load(
                 f"{name!r} has only pickled weights (.bin / .pt), which can run code when they are read; routelens "
                 "loads safetensors or GGUF. Convert them, or allow it: rl.load(..., allow_pickle=True), or list the "
                 "model under \"allow_pickle\" in the server's configuration") from None
+        if source.kind == "hub" and extra.get("local_files_only"):
+            raise UnknownModelError(
+                f"could not load {name!r}: it is not in the catalog (`routelens models`), not a local path, not in "
+                f"the local Hugging Face cache, and the hub cannot be reached ({unreachable}); check the network "
+                "and the name, or give a local model folder") from None
         if source.kind == "hub":
             raise UnknownModelError(
                 f"could not load {name!r}: it is not in the catalog (`routelens models`), not a local path, "
@@ -150,3 +248,15 @@ def load(
     if target_device is not None and target_device != "cpu":
         hf_model = hf_model.to(target_device)
     return Model(hf_model, tokenizer, source)
+
+
+# transformers patches process-wide functions while it builds a model (empty-weight init, tied
+# weights): two loads at once can leave one model's output weights on the `meta` device. Loads
+# therefore run one at a time in this process, whoever calls them (the server, notebooks, threads).
+LOAD_LOCK = threading.RLock()
+
+
+@functools.wraps(_load_unlocked)
+def load(name: str, **kwargs: Any) -> Model:
+    with LOAD_LOCK:
+        return _load_unlocked(name, **kwargs)

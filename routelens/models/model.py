@@ -90,18 +90,29 @@ class Model:
     def trace(self, prompt: str | list[int], *, norm: int = 1, chat: bool = False, store: Any = None):
         """Run the model once on `prompt` and return a Trace (importances are computed on demand).
 
-        `store`: None uses the persistent trace store the environment names (on by default,
-        `ROUTELENS_STORE=off` disables it), False bypasses it, or pass a `TraceStore`. A stored
-        trace is served without running the model, with the importances computed before.
+        `store`: None or True uses the default store, the persistent trace store the environment
+        names (on by default; `ROUTELENS_STORE=off` disables it, and then True stores nothing
+        either), False bypasses it, or pass a `TraceStore`. Anything else raises
+        InvalidArgumentError. A stored trace is served without running the model, with the
+        importances computed before.
         """
-        from ..store import default_store
+        from ..store import TraceStore, default_store
         from ..trace.capture import run_with_capture
         from ..trace.trace import Trace
 
         if norm not in (1, 2):
             raise InvalidArgumentError(f"norm must be 1 (L1, the default) or 2 (L2), not {norm!r}")
+        if store is None or store is True:
+            chosen = default_store()
+        elif store is False:
+            chosen = None
+        elif isinstance(store, TraceStore):
+            chosen = store
+        else:
+            raise InvalidArgumentError(
+                f"store must be None or True (the default trace store), False (no store) or a routelens.TraceStore, "
+                f"not {type(store).__name__} {store!r}")
         ids = self.tokenize(prompt, chat=chat)
-        chosen = default_store() if store is None else (store or None)
         if chosen is None:
             return Trace(self, run_with_capture(self.adapter, ids), norm=norm)
         return chosen.trace(self, ids, norm, lambda: run_with_capture(self.adapter, ids))

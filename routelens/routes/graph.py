@@ -7,6 +7,7 @@ type, so one target costs about (nodes kept per layer) x L x H x T x d.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,13 +15,19 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from .. import interrupt
-from ..errors import InvalidArgumentError
+from ..errors import GraphFileError, InvalidArgumentError, TooLargeError
 
 if TYPE_CHECKING:
     from ..trace.trace import Trace
 
 SCHEMA = "routelens.graph/1"
 SCHEMA_FILE = Path(__file__).with_name("graph.schema.json")  # JSON Schema of the format
+NODE_KINDS = ("embed", "attn", "ffn", "block")
+EDGE_KINDS = ("attn", "resid", "ffn")
+MAX_WEIGHT = 1.000001  # importances are in [0, 1]; the slack is float rounding (as the schema)
+MAX_LAYERS = 4096  # far beyond any model: a bound on what drawing a loaded graph may cost
+FIX = ("export the graph again with routelens, or correct it by hand "
+       "(the format is described in routelens/routes/graph.schema.json)")
 
 
 def resid_id(index: int, pos: int) -> str:
@@ -63,17 +70,25 @@ class RouteGraph:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RouteGraph:
-        """The inverse of to_dict (checked by routelens.export.load_graph)."""
+    def from_dict(cls, data: dict[str, Any], *, validate: bool = True) -> RouteGraph:
+        """The inverse of to_dict. The dictionary is checked first (`validate_graph_dict`): a
+        malformed one raises GraphFileError naming the offending node or edge."""
+        if validate:
+            validate_graph_dict(data)
         return cls(
             model=data["model"], tokens=data["tokens"], target=data["target"], threshold=data["threshold"],
             norm=data.get("norm", "l1"), nodes={n["id"]: n for n in data["nodes"]}, edges=list(data["edges"]),
         )
 
     def save(self, path: str | Path) -> Path:
-        """Write the graph; the extension picks the format: .json .graphml .svg .png .html."""
+        """Write the graph; the extension picks the format: .json .graphml .svg .png .html.
+
+        The graph is checked first (a node or edge edited into something the formats cannot hold
+        raises GraphFileError); a file that cannot be written raises OutputFileError and leaves
+        nothing behind."""
         from ..export import write_graph
 
+        validate_graph_dict(self.to_dict(), "this route graph")
         return write_graph(self, path)
 
     def _repr_html_(self) -> str:
@@ -97,7 +112,9 @@ class RouteGraph:
     def to_json(self, path: str | Path | None = None, **kwargs: Any) -> str:
         text = json.dumps(self.to_dict(), **kwargs)
         if path is not None:
-            Path(path).write_text(text)
+            from ..export.files import write_bytes_atomically
+
+            write_bytes_atomically(path, text.encode())
         return text
 
     def to_networkx(self) -> nx.MultiDiGraph:
@@ -114,6 +131,120 @@ class RouteGraph:
         return sum(1 for e in self.edges if kind is None or e["kind"] == kind)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (NaN and Infinity, which Python's json reads, are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _show(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def validate_graph_dict(data: Any, where: str = "the graph") -> dict[str, Any]:
+    """Check that `data` is a routelens.graph/1 document (graph.schema.json, checked in code since
+    jsonschema is not a dependency): the fields and their types, node kinds and edge kinds, nodes
+    inside the token and layer ranges, unique node ids, edge ends that name existing nodes, finite
+    weights in [0, 1]. Returns `data`; raises GraphFileError naming the first problem."""
+    if not isinstance(data, dict):
+        raise GraphFileError(f"{where} holds JSON but not a route graph (expected an object with \"schema\": \"{SCHEMA}\")")
+    schema = data.get("schema")
+    if schema != SCHEMA:
+        got = f"schema {_show(schema)}" if schema is not None else "no \"schema\" field"
+        raise GraphFileError(
+            f"{where} has {got}; this version of routelens reads {SCHEMA!r} graphs. "
+            "Export the graph again with this version, or open it with the routelens version that wrote it."
+        )
+    missing = [k for k in ("model", "tokens", "target", "threshold", "nodes", "edges") if k not in data]
+    if missing:
+        raise GraphFileError(f"{where} says {SCHEMA!r} but lacks {', '.join(missing)}: it is damaged or cut short")
+
+    def damaged(problem: str) -> GraphFileError:
+        return GraphFileError(f"{where} is damaged: {problem}; {FIX}")
+
+    model = data["model"]
+    if not isinstance(model, dict):
+        raise damaged(f"\"model\" is {_show(model)}, not an object")
+    if not isinstance(model.get("name", ""), str):
+        raise damaged(f"the model's name {_show(model.get('name'))} is not a string")
+    for key in ("n_layers", "n_heads", "d_model", "vocab"):
+        if key in model and not (_is_int(model[key]) and model[key] >= 1):
+            raise damaged(f"the model's {key} {_show(model[key])} is not a positive integer")
+    if not (_is_int(model.get("n_layers")) and model["n_layers"] <= MAX_LAYERS):
+        raise damaged(f"the model's n_layers {_show(model.get('n_layers'))} is not an integer from 1 to {MAX_LAYERS}")
+    n_layers = model["n_layers"]
+    tokens = data["tokens"]
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise damaged("\"tokens\" is not a non-empty list of strings")
+    n_tokens = len(tokens)
+    target = data["target"]
+    if not isinstance(target, dict):
+        raise damaged(f"\"target\" is {_show(target)}, not an object")
+    pos = target.get("pos")
+    if pos is not None and not (_is_int(pos) and 0 <= pos < n_tokens):
+        raise damaged(f"the target position {_show(pos)} is not a position of its {n_tokens} tokens")
+    if not isinstance(target.get("token"), (str, type(None))):
+        raise damaged(f"the target token {_show(target.get('token'))} is not a string")
+    positions = target.get("positions", [])
+    if not isinstance(positions, list) or not all(_is_int(p) and 0 <= p < n_tokens for p in positions):
+        raise damaged(f"the target positions {_show(positions)} are not positions of its {n_tokens} tokens")
+    threshold = data["threshold"]
+    if not (_is_number(threshold) and 0 <= threshold <= 1):
+        raise damaged(f"the threshold {_show(threshold)} is not a number from 0 to 1")
+    if data.get("norm", "l1") not in ("l1", "l2"):
+        raise damaged(f"the norm {_show(data.get('norm'))} is neither 'l1' nor 'l2'")
+
+    nodes, edges = data["nodes"], data["edges"]
+    if not isinstance(nodes, list):
+        raise damaged("\"nodes\" is not a list")
+    if not isinstance(edges, list):
+        raise damaged("\"edges\" is not a list")
+    ids: set[str] = set()
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            raise damaged(f"node #{i} is {_show(node)}, not an object")
+        nid = node.get("id")
+        name = f"node #{i} ({_show(nid)})"
+        if not isinstance(nid, str) or not nid:
+            raise damaged(f"node #{i} has no string \"id\"")
+        if nid in ids:
+            raise damaged(f"{name} repeats the id of an earlier node")
+        ids.add(nid)
+        kind = node.get("kind")
+        if kind not in NODE_KINDS:
+            raise damaged(f"{name} has unknown kind {_show(kind)} (the kinds are {', '.join(NODE_KINDS)})")
+        layer, npos = node.get("layer"), node.get("pos")
+        if not (_is_int(npos) and 0 <= npos < n_tokens):
+            raise damaged(f"{name} has position {_show(npos)}, not one of its {n_tokens} tokens (0..{n_tokens - 1})")
+        if not (_is_int(layer) and -1 <= layer < n_layers):
+            raise damaged(f"{name} has layer {_show(layer)}, not -1 (the embeddings) or one of the model's {n_layers} "
+                          f"layers (0..{n_layers - 1})")
+        if not isinstance(node.get("degenerate", False), bool):
+            raise damaged(f"{name} has a \"degenerate\" flag that is not true or false")
+    for i, edge in enumerate(edges):
+        if not isinstance(edge, dict):
+            raise damaged(f"edge #{i} is {_show(edge)}, not an object")
+        src, dst = edge.get("source"), edge.get("target")
+        name = f"edge #{i} ({_show(src, 40)} -> {_show(dst, 40)})"
+        for end, value in (("source", src), ("target", dst)):
+            if not isinstance(value, str) or value not in ids:
+                raise damaged(f"{name} has a {end} that is not among its nodes: an edge's ends must be node ids")
+        kind = edge.get("kind")
+        if kind not in EDGE_KINDS:
+            raise damaged(f"{name} has unknown kind {_show(kind)} (the kinds are {', '.join(EDGE_KINDS)})")
+        weight = edge.get("weight")
+        if not (_is_number(weight) and 0 <= weight <= MAX_WEIGHT):
+            raise damaged(f"{name} has weight {_show(weight)}, not a finite number from 0 to 1")
+        heads = edge.get("heads")
+        if heads is not None and not (isinstance(heads, dict) and all(_is_number(w) and w >= 0 for w in heads.values())):
+            raise damaged(f"{name} has \"heads\" that are not an object of finite non-negative numbers")
+    return data
+
+
 def _resid_node(graph: RouteGraph, index: int, pos: int) -> str:
     node_id = resid_id(index, pos)
     if index == 0:
@@ -123,8 +254,12 @@ def _resid_node(graph: RouteGraph, index: int, pos: int) -> str:
     return node_id
 
 
-def build_route(trace: Trace, targets: list[int], threshold: float, *, full: bool = False) -> RouteGraph:
-    """Keep every edge whose importance is above `threshold`, walking down from `x[L, t]`."""
+def build_route(trace: Trace, targets: list[int], threshold: float, *, full: bool = False,
+                max_edges: int | None = None) -> RouteGraph:
+    """Keep every edge whose importance is above `threshold`, walking down from `x[L, t]`.
+
+    `max_edges` bounds the graph while it is built: past it, TooLargeError is raised (nothing
+    larger is ever held), so a server can refuse a threshold-0 route before it costs memory."""
     if not targets:
         raise InvalidArgumentError("a route needs at least one target position")
     n_layers = trace.n_layers
@@ -150,6 +285,7 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
             rows = trace.attention_rows(layer, out_positions)
             for pos, row in rows.items():
                 _attention_edges(graph, layer, pos, row, resid_id(layer + 1, pos), threshold, below)
+                _check_size(graph, max_edges, threshold, layer)
                 if row.ffn is not None and row.ffn > threshold:
                     _ffn_edges(graph, layer, pos, resid_id(layer, pos), row.ffn)
                     _resid_node(graph, layer, pos)
@@ -170,8 +306,17 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
                     mids.add(pos)
             for pos, row in trace.attention_rows(layer, sorted(mids)).items():
                 _attention_edges(graph, layer, pos, row, attn_id(layer, pos), threshold, below)
+                _check_size(graph, max_edges, threshold, layer)
+        _check_size(graph, max_edges, threshold, layer)
         frontier = below
     return graph
+
+
+def _check_size(graph: RouteGraph, max_edges: int | None, threshold: float, layer: int) -> None:
+    if max_edges is not None and len(graph.edges) > max_edges:
+        raise TooLargeError(
+            f"the route at threshold {threshold:g} has more than {max_edges} edges (reached at layer {layer}); "
+            "raise the threshold, or pick a single target position")
 
 
 def _ffn_edges(graph: RouteGraph, layer: int, pos: int, source: str, weight: float) -> None:

@@ -168,8 +168,10 @@ class Trace:
         return {p: cache[q] for p, q in zip(positions, index)}
 
     # ---- routes --------------------------------------------------------------------------------
-    def graph(self, target: int | str | list[int] = -1, threshold: float = 0.04) -> RouteGraph:
-        """The route graph from `x[L, target]` pruned at `threshold` (target="all": full mode)."""
+    def graph(self, target: int | str | list[int] = -1, threshold: float = 0.04, *,
+              max_edges: int | None = None) -> RouteGraph:
+        """The route graph from `x[L, target]` pruned at `threshold` (target="all": full mode).
+        With `max_edges`, a graph that grows past it raises TooLargeError while it is built."""
         from ..routes.graph import build_route
 
         if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
@@ -180,7 +182,7 @@ class Trace:
             targets = sorted({self.position(t) for t in target})
         else:
             targets = [self.position(target)]
-        graph = build_route(self, targets, float(threshold), full=target == "all")
+        graph = build_route(self, targets, float(threshold), full=target == "all", max_edges=max_edges)
         self._hand_to_store()
         return graph
 
