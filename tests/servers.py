@@ -93,3 +93,20 @@ def tiny_app(folder: Path, seed: int, **config: Any) -> Iterator[tuple[Any, str,
     with TestClient(create_app(cfg, preload=False), base_url=LOCAL) as client:
         tid = client.post("/api/trace", json={"model": "tiny", "prompt": "the capital of france is"}).json()["trace_id"]
         yield client, tid, client.get(f"/api/trace/{tid}/graph", params={"threshold": 0.01}).json()
+
+
+def hold_model_loads(monkeypatch: Any) -> Any:
+    """Make the server's model loads wait until the returned event is set (a slow download)."""
+    import threading
+
+    import routelens.server.state as state
+
+    release = threading.Event()
+    real = state.load
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        assert release.wait(60), "the test never released the held model load"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(state, "load", held)
+    return release

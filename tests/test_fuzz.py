@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from routelens.server.app import create_app
 from routelens.server.config import ServerConfig
 from tiny_models import WORDS, save_tiny_model
+from servers import LOCAL
 
 TOKEN = "fuzz-token-0123456789"
 MAX_BODY = 4096  # small, so bodies over the limit are cheap to make
@@ -103,7 +104,7 @@ def served_by(client: TestClient, **headers: str) -> Served:
 @pytest.fixture(scope="module")
 def served(folder) -> Iterator[Served]:
     """The main server: no token, no debug, custom models off, dataset files on."""
-    with TestClient(create_app(config(folder), preload=False), raise_server_exceptions=False) as client:
+    with TestClient(create_app(config(folder), preload=False), base_url=LOCAL, raise_server_exceptions=False) as client:
         yield served_by(client)
 
 
@@ -111,7 +112,7 @@ def served(folder) -> Iterator[Served]:
 def secured(folder) -> Iterator[Served]:
     """A server with an access token, in demo mode, with debug figures on."""
     cfg = config(folder, access_token=TOKEN, debug=True, demo_mode=True)
-    with TestClient(create_app(cfg, preload=False), raise_server_exceptions=False) as client:
+    with TestClient(create_app(cfg, preload=False), base_url=LOCAL, raise_server_exceptions=False) as client:
         yield served_by(client, authorization=f"Bearer {TOKEN}")
 
 
@@ -502,7 +503,9 @@ def test_fuzz_raw_bodies(served, path, data, content_type, chunked):
     headers = {"content-type": content_type} if content_type else {}
     content: Any = iter([data[: len(data) // 2], data[len(data) // 2:]]) if chunked else data
     r = served.client.post(path, content=content, headers=headers)
-    if len(data) > MAX_BODY:
+    if content_type.split(";")[0] != "application/json":  # no cross-site request can send JSON: refused first
+        check(r, 415, "unsupported_media_type")
+    elif len(data) > MAX_BODY:
         check(r, 413, "body_too_large")
     else:
         check(r)
@@ -742,6 +745,9 @@ def test_fuzz_dataset_prompts(served, q):
 def test_fuzz_config_debug_health(served, path, qs, headers):
     r = served.client.get(f"{path}?{quote(qs, safe='=&')}", headers=headers)
     body = check(r)
+    if "origin" in headers and headers["origin"].strip().lower() not in ("http://127.0.0.1", "https://127.0.0.1"):
+        check(r, 403, "forbidden_origin")  # only the server's own pages may call its API
+        return
     if path == "/api/config":
         check(r, 200)
         assert {"demo_mode", "debug", "default_model", "models", "allow_custom_models", "allow_loading_dataset_files",
@@ -782,6 +788,63 @@ def test_fuzz_paths_and_methods(served, method, path, body):
         check(r, 200)
 
 
+printable = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+
+
+# ---- who may talk to the server: Host, Origin, fetch metadata, content type (issue 9) -----------------
+OWN_HOSTS = ["127.0.0.1", "127.0.0.1:8000", "localhost", "localhost:8000", "[::1]:8000", "app.localhost", "10.0.0.7"]
+FOREIGN_HOSTS = ["attacker.example", "127.0.0.1.nip.io", "localhost.attacker.example", "evil.localhost.example:8000",
+                 "", "  ", "xn--80ak6aa92e.com", "127.0.0.1@evil.example", "local host"]
+hosts = st.one_of(st.sampled_from(OWN_HOSTS + FOREIGN_HOSTS),
+                  st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30))
+
+
+def host_is_own(host: str) -> bool:
+    from routelens.server.origins import HostPolicy
+
+    return HostPolicy().host_allowed(host)
+
+
+@given(
+    method=st.sampled_from(["GET", "POST"]),
+    path=st.sampled_from(["/api/config", "/api/trace", "/api/models/load", "/api/prompts?file=prompts.txt", "/"]),
+    host=hosts,
+    origin=st.one_of(st.none(), st.sampled_from(["http://127.0.0.1", "null", "http://evil.example", "http://127.0.0.1:3000",
+                                                 "file://", "http://localhost"]), printable),
+    site=st.one_of(st.none(), st.sampled_from(["same-origin", "same-site", "cross-site", "none"]), printable),
+    content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
+)
+@fuzz(80)
+def test_fuzz_hosts_origins_and_content_types(served, method, path, host, origin, site, content_type):
+    """Whatever a page, a rebinding name or a forged request sends, only this server's own pages
+    get in: a foreign Host is refused everywhere, a foreign Origin or site on the API, a POST that
+    is not JSON always; every refusal is a JSON 4xx that says what to do."""
+    headers = {"host": host}
+    if origin is not None:
+        headers["origin"] = origin
+    if site is not None:
+        headers["sec-fetch-site"] = site
+    body = json.dumps({"model": "tiny", "prompt": PROMPT}).encode() if method == "POST" else None
+    if body is not None and content_type:
+        headers["content-type"] = content_type
+    try:
+        r = served.client.request(method, path, content=body, headers=headers)
+    except Exception:  # a header value the client will not send: nothing reached the server
+        return
+    check(r)
+    api = path.startswith("/api")
+    own_origin = origin is None or origin.strip().lower() in (f"http://{host.strip().lower()}", f"https://{host.strip().lower()}")
+    if not host_is_own(host):
+        check(r, 403, "forbidden_host")
+    elif (api or method == "POST") and not own_origin:
+        check(r, 403, "forbidden_origin")
+    elif (api or method == "POST") and origin is None and site in ("cross-site", "same-site"):
+        check(r, 403, "forbidden_origin")
+    elif method == "POST" and content_type != "application/json":
+        check(r, 415, "unsupported_media_type")
+    assert r.headers.get("x-frame-options") == "DENY" and r.headers.get("x-content-type-options") == "nosniff"
+
+
 # ---- the server with a token (demo mode, debug on) ---------------------------------------------------
 @given(
     body=st.one_of(json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=100),
@@ -802,9 +865,6 @@ def test_login_with_the_token_sets_the_cookie(secured):
     check(r, 200)
     assert r.json() == {"ok": True} and "set-cookie" in r.headers
     secured.client.cookies.clear()
-
-
-printable = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 
 
 @given(
@@ -830,9 +890,7 @@ def test_fuzz_secured(secured, path, auth, cookie, threshold):
     given_token = None
     if auth is not None and auth.lower().startswith("bearer "):
         given_token = auth[7:].strip()
-    elif cookie is not None:
-        cookies = dict(part.strip().partition("=")[::2] for part in cookie.split(";"))
-        given_token = cookies.get("routelens_token")
+    # a cookie holds a session id from a login, never the token: a cookie with the token opens nothing
     if path == "/api/health":
         check(r, 200)
         return

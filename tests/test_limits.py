@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from routelens.server.app import create_app
 from routelens.server.config import ServerConfig
-from servers import free_port
+from servers import LOCAL, free_port
 from tiny_models import save_tiny_model
 
 WORDS = ["the", "capital", "of", "france", "is", "paris", "a", "b", "c"]
@@ -40,7 +40,7 @@ def config_for(folder: Path, **limits) -> ServerConfig:
 
 @contextmanager
 def client_for(folder: Path, **limits) -> Iterator[TestClient]:
-    with TestClient(create_app(config_for(folder, **limits), preload=False)) as client:
+    with TestClient(create_app(config_for(folder, **limits), preload=False), base_url=LOCAL) as client:
         yield client
 
 
@@ -186,7 +186,7 @@ def test_work_stops_when_the_client_goes_away(folder):
             layer.block.register_forward_pre_hook(slow)
         body = json.dumps({"model": "tiny", "prompt": prompt(3)}).encode()
         with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(b"POST /api/trace HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            sock.sendall(b"POST /api/trace HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                          + f"content-length: {len(body)}\r\n\r\n".encode() + body)
             time.sleep(0.2)  # the forward pass is in its first layer
         time.sleep(1.2)
@@ -198,21 +198,31 @@ def test_work_stops_when_the_client_goes_away(folder):
 
 
 def test_switching_models_lets_running_work_finish(folder, tmp_path):
-    other = tmp_path / "other"
-    save_tiny_model(other, seed=12)
-    config = ServerConfig(models={"tiny": str(folder), "other": str(other)}, default_model="tiny", store=False)
-    with TestClient(create_app(config, preload=False)) as client:
-        client.app.state.registry.max_loaded = 1  # loading "other" evicts "tiny"
-        slow_down(client, 0.4)
+    # the default model is never evicted (no client may take it from the others), so the switch
+    # is between two other models: "first" is traced while loading "second" evicts it
+    for name, seed in (("first", 12), ("second", 13)):
+        save_tiny_model(tmp_path / name, seed=seed)
+    config = ServerConfig(models={"tiny": str(folder), "first": str(tmp_path / "first"), "second": str(tmp_path / "second")},
+                          default_model="tiny", store=False, max_loaded_models=1)
+    with TestClient(create_app(config, preload=False), base_url=LOCAL) as client:
+        slot = client.app.state.registry.get("first", 60)
+        started = threading.Event()
+
+        def hook(*_args, **_kwargs):
+            started.set()
+            time.sleep(0.4)
+
+        for layer in slot.model.adapter.layers():
+            layer.block.register_forward_pre_hook(hook)
         with ThreadPoolExecutor(1) as pool:
-            running = pool.submit(trace, client, prompt(5))
-            time.sleep(0.2)  # tiny's forward pass is under way
-            assert client.post("/api/models/load", json={"model": "other"}).status_code in (200, 202)
+            running = pool.submit(lambda: client.post("/api/trace", json={"model": "first", "prompt": prompt(5)}))
+            assert started.wait(60)  # first's forward pass is under way
+            assert client.post("/api/models/load", json={"model": "second"}).status_code in (200, 202)
+            assert "first" not in client.app.state.registry.slots  # evicted at once
             r = running.result()
         assert r.status_code == 200 and r.json()["predictions"], r.text
         deadline = time.monotonic() + 60
-        while client.get("/api/models/status", params={"model": "other"}).json()["state"] == "loading":
+        while client.get("/api/models/status", params={"model": "second"}).json()["state"] == "loading":
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        assert "tiny" not in client.app.state.registry.slots
-        assert client.post("/api/trace", json={"model": "other", "prompt": prompt(5)}).status_code == 200
+        assert client.post("/api/trace", json={"model": "second", "prompt": prompt(5)}).status_code == 200

@@ -18,6 +18,7 @@ from routelens.server.access import check_bind, token_matches
 from routelens.server.app import create_app
 from routelens.server.config import ServerConfig
 from tiny_models import save_tiny_model
+from servers import LOCAL
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -29,7 +30,7 @@ def folder(tiny_folder) -> Path:
 
 def app_for(folder: Path, **settings) -> TestClient:
     return TestClient(create_app(ServerConfig(models={"tiny": str(folder)}, default_model="tiny", store=False, **settings),
-                                 preload=False))
+                                 preload=False), base_url=LOCAL)
 
 
 # ---- access token and binding -----------------------------------------------------------------
@@ -69,7 +70,7 @@ def test_tokens_compare_in_constant_time():
 def test_binding_beyond_this_machine_needs_a_token_or_insecure():
     for host in ("127.0.0.1", "localhost", "::1"):
         check_bind(host, None, insecure=False)
-    with pytest.raises(rl.RoutelensError, match="--token TOKEN .* or pass --insecure"):
+    with pytest.raises(rl.RoutelensError, match="--token-file FILE.* or pass --insecure"):
         check_bind("0.0.0.0", None, insecure=False)
     check_bind("0.0.0.0", TOKEN, insecure=False)
     check_bind("0.0.0.0", None, insecure=True)

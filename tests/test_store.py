@@ -344,6 +344,7 @@ def test_cache_commands(tmp_path):
     assert ls.returncode == 0 and store.entries()[0].key[:12] in ls.stdout
     info = cli("info")
     assert info.returncode == 0 and "1 traces" in info.stdout and str(tmp_path) in info.stdout.replace("\n", "")
+    assert "of which 0 B in files no stored trace names" in info.stdout.replace("\n", " ")
     cleared = cli("clear")
     assert cleared.returncode == 0 and "removed 1 stored trace" in cleared.stdout
     assert store.info()["entries"] == 0 and not list(store.blobs.iterdir())

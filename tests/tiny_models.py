@@ -317,14 +317,16 @@ PARALLEL = {"gpt_neox", "phi", "gptj"}
 WORDS = ["<unk>", "the", "capital", "of", "france", "is", "paris", "a", "b", "c"]
 
 
-def save_tiny_model(folder, seed: int) -> nn.Module:
-    """A tiny Llama saved as a local model folder (weights, config and a word-level tokenizer)."""
+def save_tiny_model(folder, seed: int, tied: bool = False) -> nn.Module:
+    """A tiny Llama saved as a local model folder (weights, config and a word-level tokenizer);
+    `tied`: its output weights are its embedding (as SmolLM2's and Gemma's are)."""
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     torch.manual_seed(seed)
     cfg = transformers.LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                                   tie_word_embeddings=tied)
     model = transformers.LlamaForCausalLM(cfg)
     model.save_pretrained(folder)
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))

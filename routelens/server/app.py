@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -24,17 +25,21 @@ from ..errors import (
     ModelNotFoundError,
     PromptTooLongError,
     RoutelensError,
+    TooLargeError,
     UnknownModelError,
     UnsupportedArchitectureError,
 )
 from ..interrupt import Interrupted
 from ..routes import kernels
-from .config import ServerConfig
-from .access import AccessMiddleware
-from .limits import BodyLimitMiddleware
 from ..errors import ForbiddenError
+from ..models.loading import resolve_device
+from .access import AccessMiddleware
+from .config import ServerConfig, read_prompt_file
+from .limits import BodyLimitMiddleware
+from .origins import HostPolicy, OriginMiddleware
 from .state import ModelRegistry, ModelSlot, TraceCache, TraceEntry, UnknownTraceError
-from .work import MemoryBudgetError, OutOfMemoryError, QueueFullError, WorkQueue, compute, trace_bytes_estimate
+from .work import (MemoryBudgetError, OutOfMemoryError, QueueFullError, WorkQueue, compute, device_key,
+                   trace_bytes_estimate)
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -50,6 +55,7 @@ ERROR_STATUS: list[tuple[type[RoutelensError], int, str]] = [
     (DownloadError, 502, "download_failed"),
     (QueueFullError, 429, "busy"),
     (MemoryBudgetError, 413, "too_large"),
+    (TooLargeError, 413, "too_large"),
     (OutOfMemoryError, 503, "out_of_memory"),
 ]
 
@@ -68,6 +74,12 @@ def _resident_bytes() -> int:
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+
+
+def json_bytes(content: Any) -> bytes:
+    """JSON as the API sends it (strict: no NaN), encoded where it is called: big answers are
+    encoded in a worker thread so the event loop (health checks, other clients) never waits."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 def _unicode(value: str) -> str:
@@ -97,12 +109,15 @@ class TraceRequest(BaseModel):
 
 def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
     app = FastAPI(title="routelens", docs_url="/api/docs", openapi_url="/api/openapi.json")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
-    if config.access_token:  # added last: the outermost check
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, timeout=config.body_timeout_s)
+    if config.access_token:
         app.add_middleware(AccessMiddleware, token=config.access_token)
-    registry = ModelRegistry(config)
+    # added last, so the outermost check: which hosts and origins may talk to the server at all
+    app.add_middleware(OriginMiddleware, policy=HostPolicy(config.bind_host, config.allowed_hosts, config.allowed_origins))
     traces = TraceCache(config.max_traces, config.max_trace_cache_mb * 2**20)
+    registry = ModelRegistry(config, on_evict=traces.drop_model)
     queue = WorkQueue(config.max_queue, config.request_time_limit)
+    max_response = int(config.max_response_mb * 2**20)
     app.state.config, app.state.registry, app.state.traces, app.state.queue = config, registry, traces, queue
 
     R = TypeVar("R")
@@ -110,6 +125,27 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
     async def on_model(request: Request, slot: ModelSlot, fn: Callable[[], R]) -> R:
         """Run model work through the device's queue (one at a time), cancelled if the client leaves."""
         return await compute(request, queue, slot.device, fn)
+
+    async def ready(request: Request, name: str) -> ModelSlot:
+        """The loaded model `name`, loading it first. The wait holds no thread and counts as a
+        place in the device's queue (429 when full); it ends at the time limit or when the client leaves."""
+        slot = registry.start(name)
+        if not slot.done.is_set():
+            deadline = time.monotonic() + config.request_time_limit
+            with queue.waiting(device_key(resolve_device(None))):
+                while not slot.done.is_set():
+                    if time.monotonic() > deadline:
+                        raise Interrupted(f"{name!r} did not finish loading within {config.request_time_limit:g} s; "
+                                          "try again when its status says ready", timed_out=True)
+                    if await request.is_disconnected():
+                        raise Interrupted("the client closed the connection", timed_out=False)
+                    await anyio.sleep(0.05)
+        if slot.error is not None:
+            raise slot.error
+        return slot
+
+    def edge_bound(*limits: int) -> int:
+        return min([config.max_graph_edges, *limits])
 
     @app.exception_handler(RoutelensError)
     async def routelens_error(_request: Request, err: RoutelensError) -> JSONResponse:
@@ -154,7 +190,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
             "default_model": config.default_model,
             "models": config.model_names(),
             "allow_custom_models": config.custom_models_allowed,
-            "allow_loading_dataset_files": config.allow_loading_dataset_files and not config.demo_mode,
+            "allow_loading_dataset_files": config.dataset_files_allowed,
             "max_user_string_length": config.max_user_string_length,
             "prompts": config.prompts(),
             "default_threshold": 0.04,
@@ -186,7 +222,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         start = time.perf_counter()
         cached = entry is not None
         if entry is None:
-            slot = await anyio.to_thread.run_sync(registry.get, name, 600)
+            slot = await ready(request, name)
             model = slot.model
             ids = model.tokenize(body.prompt, chat=body.chat)
             if len(ids) > config.prompt_token_limit:
@@ -196,7 +232,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
             if config.max_trace_memory_mb is not None and need > config.max_trace_memory_mb * 2**20:
                 raise MemoryBudgetError(
                     f"a trace of {len(ids)} tokens on {name} needs about {need / 2**20:.0f} MiB; this server allows "
-                    f"{config.max_trace_memory_mb:g} MiB per trace: shorten the prompt")
+                    f"{config.max_trace_memory_mb:g} MiB per trace (max_trace_memory_mb): shorten the prompt")
 
             def run() -> tuple[Any, list]:
                 trace = model.trace(ids.tolist(), norm=norm, store=None if config.store else False)
@@ -236,21 +272,19 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
     @app.get("/api/prompts")
     def dataset_prompts(file: str = Query(..., min_length=1, max_length=500)) -> dict[str, Any]:
         """The prompts of a dataset file (one per line) from the configured dataset folder."""
-        path = config.dataset_path(file)
-        if path.stat().st_size > 1_000_000:
-            raise InvalidArgumentError(f"{file!r} is larger than 1 MB; split it into smaller prompt files")
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise InvalidArgumentError(f"{file!r} is not UTF-8 text; save it as UTF-8, one prompt per line") from None
-        return {"file": file, "prompts": [line.strip() for line in lines if line.strip()][:10_000]}
+        return {"file": file, "prompts": read_prompt_file(config.dataset_path(file))}
 
     @app.get("/api/trace/{trace_id}/graph")
     async def graph(request: Request, trace_id: str, target: int = -1,
-                    threshold: float = Query(0.04, ge=0.0, le=1.0)) -> dict[str, Any]:
+                    threshold: float = Query(0.04, ge=0.0, le=1.0)) -> Response:
         entry = use(trace_id)
         check_threshold(threshold)
-        return await on_model(request, entry.slot, lambda: entry.trace.graph(target=target, threshold=threshold).to_dict())
+
+        def work() -> bytes:
+            built = entry.trace.graph(target=target, threshold=threshold, max_edges=edge_bound())
+            return json_bytes(built.to_dict())
+
+        return Response(content=await on_model(request, entry.slot, work), media_type="application/json")
 
     @app.get("/api/trace/{trace_id}/export")
     async def export(
@@ -265,12 +299,13 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
 
         entry = use(trace_id)
         check_threshold(threshold)
-        graph = await on_model(request, entry.slot, lambda: entry.trace.graph(target=target, threshold=threshold))
-        if len(graph.edges) > config.max_export_edges:
-            raise MemoryBudgetError(
-                f"this route has {len(graph.edges)} edges at threshold {threshold:g}; this server exports at most "
-                f"{config.max_export_edges}: raise the threshold")
-        data = await anyio.to_thread.run_sync(render, graph, format)
+        bound = edge_bound(config.max_export_edges)
+
+        def work() -> tuple[Any, bytes]:  # building and rendering: both heavy, both in the queue
+            built = entry.trace.graph(target=target, threshold=threshold, max_edges=bound)
+            return built, render(built, format)
+
+        graph, data = await on_model(request, entry.slot, work)
         pos = graph.target.get("pos")
         name = f"routelens-{trace_id}-{'all' if pos is None else pos}-{threshold:g}.{format}"
         return Response(content=data, media_type=MEDIA_TYPES[format],
@@ -313,7 +348,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         return {"weight": float(sum(shares)), "heads": heads}
 
     @app.get("/api/trace/{trace_id}/head")
-    async def head(request: Request, trace_id: str, layer: int, head: int, pos: int = -1) -> dict[str, Any]:
+    async def head(request: Request, trace_id: str, layer: int, head: int, pos: int = -1) -> Response:
         entry = use(trace_id)
         trace = entry.trace
         layer, pos = trace.check_layer(layer), trace.position(pos)
@@ -321,8 +356,12 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
         if not -1 <= head < n_heads:
             raise InvalidArgumentError(f"head {head} is out of range: use 0..{n_heads - 1}, or -1 for all heads")
         t = trace.n_positions
+        if 2 * t * t * 8 > max_response:  # two T x T matrices, about 8 bytes a number in JSON
+            raise TooLargeError(
+                f"the attention matrices of {t} positions would take about {2 * t * t * 8 / 2**20:.0f} MiB; this server "
+                f"answers at most {config.max_response_mb:g} MiB (max_response_mb): trace a shorter prompt")
 
-        def work() -> dict[str, Any]:
+        def work() -> bytes:
             pattern = trace.capture.layers[layer].pattern.float()
             rows = trace.attention_rows(layer, list(range(t)))
             contrib = torch.zeros(t, t)
@@ -334,13 +373,13 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
             else:
                 effects = trace.head_write_tokens(layer, pos, head, 10)
                 pat = pattern[head]
-            return {
+            return json_bytes({
                 "pattern": [[round(v, 5) for v in r] for r in pat.cpu().tolist()],
                 "contributions": [[round(v, 5) for v in r] for r in contrib.tolist()],
                 **effects,
-            }
+            })
 
-        return await on_model(request, entry.slot, work)
+        return Response(content=await on_model(request, entry.slot, work), media_type="application/json")
 
     @app.get("/api/trace/{trace_id}/ffn")
     async def ffn(request: Request, trace_id: str, layer: int, pos: int, k: int = Query(20, ge=1, le=200)) -> dict[str, Any]:

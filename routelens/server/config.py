@@ -6,17 +6,66 @@
 
 A model's value, when given, is a local path (folder or .gguf) that is really loaded; the key is
 the name users see. Unknown keys are ignored so configurations of the original tool load as is.
+
+Safe by default (docs/api.md, "Security model"): only the configured models load (custom names
+need `allow_custom_models`), no file is read unless `dataset_dir` names a folder, only loopback
+names and the bound address may be the `Host` (more with `allowed_hosts`), and every per-request
+limit is on, the memory ones sized from this machine's memory.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ForbiddenError, InvalidArgumentError, RoutelensError
 from ..models import catalog
+
+MAX_PROMPT_FILE_BYTES = 1_000_000
+MAX_PROMPTS = 10_000
+
+
+def machine_memory_mb() -> float:
+    """Memory this process may use, in MiB: the machine's, or its cgroup's limit when lower."""
+    total = 16 * 1024.0  # when nothing can be read
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (ValueError, OSError, AttributeError):
+        pass
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and 0 < int(raw) / 2**20 < total:
+            total = int(raw) / 2**20
+    return total
+
+
+def default_trace_memory_mb() -> float:
+    """A quarter of the machine's memory for one trace (what it keeps plus its importances)."""
+    return round(machine_memory_mb() / 4)
+
+
+def default_trace_cache_mb() -> int:
+    """Traces kept for detail requests: 4 GiB, or a quarter of the memory when that is less."""
+    return int(max(64, min(4096, machine_memory_mb() / 4)))
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    """One prompt a line (UTF-8, a byte-order mark and CRLF ends allowed), at most 1 MB."""
+    if path.stat().st_size > MAX_PROMPT_FILE_BYTES:
+        raise InvalidArgumentError(f"{path.name!r} is larger than 1 MB; split it into smaller prompt files")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidArgumentError(f"{path.name!r} is not UTF-8 text; save it as UTF-8, one prompt per line") from None
+    return [line.strip() for line in text.splitlines() if line.strip()][:MAX_PROMPTS]
+
 
 DEFAULT_PROMPTS = [
     "The capital of France is",
@@ -36,14 +85,19 @@ class ServerConfig(BaseModel):
     preloaded_dataset_filename: str | None = None
     debug: bool = False
     max_user_string_length: int = 4000
-    allow_custom_models: bool = True
+    allow_custom_models: bool = False  # hub ids and paths typed in the app; off: only `models` load
     max_traces: int = 32
     # limits (issue 5): what one request or the whole server may take
     max_prompt_tokens: int = Field(2048, ge=1)  # tokens per traced prompt
     max_body_bytes: int = Field(1_000_000, ge=1024)  # of a request body
-    max_trace_cache_mb: int = Field(4096, ge=1)  # memory of the traces kept for detail requests
-    max_trace_memory_mb: float | None = Field(None, gt=0)  # a trace needing more is refused (413) before it runs
-    max_export_edges: int = Field(200_000, ge=1)  # edges in one exported graph
+    max_trace_cache_mb: int = Field(default_factory=default_trace_cache_mb, ge=1)  # traces kept for detail requests
+    max_trace_memory_mb: float | None = Field(default_factory=default_trace_memory_mb, gt=0)  # refused (413) before it runs
+    max_graph_edges: int = Field(200_000, ge=1)  # edges of one route graph (/graph, /export), counted as it is built
+    max_export_edges: int = Field(200_000, ge=1)  # edges in one exported graph (the lower of the two applies)
+    max_response_mb: float = Field(64, gt=0)  # one JSON answer (head matrices are sized before they are built)
+    max_loaded_models: int = Field(2, ge=1)  # models in memory at once, the default one included
+    header_timeout_s: float = Field(10.0, gt=0)  # a request's headers must arrive whole within this
+    body_timeout_s: float = Field(30.0, gt=0)  # and its body within this (408)
     max_queue: int = Field(8, ge=0)  # requests waiting for a busy device before 429
     request_time_limit: float = Field(300.0, gt=0)  # seconds of model work per request
     demo_max_prompt_tokens: int = Field(256, ge=1)  # demo mode: no settings that cost memory
@@ -54,6 +108,11 @@ class ServerConfig(BaseModel):
     trust_remote_code: list[str] = Field(default_factory=list)
     allow_pickle: list[str] = Field(default_factory=list)
     dataset_dir: Path | None = None
+    # who may talk to the server (origins.py): Host names beyond loopback and the bound address
+    # (a tunnel's or reverse proxy's name; "*" for any), and origins of pages allowed to call the API
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
+    bind_host: str | None = Field(None, exclude=True)  # set by `serve --host`
     access_token: str | None = Field(None, exclude=True)  # `serve --token`, $ROUTELENS_TOKEN or the file
     store: bool = True  # read and write the persistent trace store ($ROUTELENS_STORE, off with --no-store)
     base_dir: Path = Path(".")
@@ -80,8 +139,16 @@ class ServerConfig(BaseModel):
     def prompt_token_limit(self) -> int:
         return min(self.max_prompt_tokens, self.demo_max_prompt_tokens) if self.demo_mode else self.max_prompt_tokens
 
+    @property
+    def dataset_files_allowed(self) -> bool:
+        """Dataset files are read only from a configured folder, never in demo mode."""
+        return self.allow_loading_dataset_files and not self.demo_mode and self.dataset_dir is not None
+
     def dataset_root(self) -> Path:
-        root = self.dataset_dir if self.dataset_dir is not None else self.base_dir
+        if self.dataset_dir is None:
+            raise ForbiddenError("this server reads no dataset files: none was given a folder (set \"dataset_dir\" "
+                                 "in the server's configuration); type the prompts instead")
+        root = Path(self.dataset_dir).expanduser()
         return (root if root.is_absolute() else self.base_dir / root).resolve()
 
     def dataset_path(self, name: str) -> Path:
@@ -90,6 +157,7 @@ class ServerConfig(BaseModel):
         if self.demo_mode or not self.allow_loading_dataset_files:
             raise ForbiddenError("this server does not load dataset files" + (" in demo mode" if self.demo_mode else "")
                                  + "; type the prompts instead")
+        self.dataset_root()  # refuses when no folder was configured
         if not isinstance(name, str) or not name.strip() or "\x00" in name:
             raise InvalidArgumentError("no dataset file named: give a file name inside the dataset folder")
         given = Path(name)
@@ -111,14 +179,22 @@ class ServerConfig(BaseModel):
             raise InvalidArgumentError(f"no dataset file {name!r} in the dataset folder; check the name")
         return path
 
+    def preloaded_path(self) -> Path | None:
+        if not (self.preloaded_dataset_filename and self.allow_loading_dataset_files):
+            return None
+        path = Path(self.preloaded_dataset_filename).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
     def prompts(self) -> list[str]:
-        # the operator's own file (from the configuration): read as given, relative to the file
-        if self.preloaded_dataset_filename and self.allow_loading_dataset_files:
-            path = Path(self.preloaded_dataset_filename)
-            path = path if path.is_absolute() else self.base_dir / path
-            if path.is_file():
-                lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-                return [line for line in lines if line]
+        """The operator's own prompt file (from the configuration, relative to it), else a few
+        built-in prompts. A file that became unreadable is reported once and the defaults used."""
+        path = self.preloaded_path()
+        if path is not None and path.is_file():
+            try:
+                return read_prompt_file(path) or list(DEFAULT_PROMPTS)
+            except (RoutelensError, OSError) as err:
+                warnings.warn(f"routelens: the preloaded prompts file {path} cannot be used ({err}); "
+                              "showing the built-in prompts", RuntimeWarning, stacklevel=2)
         return list(DEFAULT_PROMPTS)
 
 
@@ -133,8 +209,14 @@ def load_config(path: str | Path | None, model: str | None = None) -> ServerConf
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
             config = ServerConfig(**data, base_dir=file.resolve().parent)
-        except (json.JSONDecodeError, ValidationError, TypeError) as err:
+        except (json.JSONDecodeError, ValidationError, TypeError, UnicodeDecodeError) as err:
             raise RoutelensError(f"{file} is not a valid configuration: {str(err).splitlines()[0]}") from err
+        preloaded = config.preloaded_path()
+        if preloaded is not None and preloaded.is_file():  # a bad prompt file: the operator's to fix, at start
+            try:
+                read_prompt_file(preloaded)
+            except RoutelensError as err:
+                raise RoutelensError(f"preloaded_dataset_filename in {file}: {err}") from None
     if model:
         config.default_model = model
         if model not in config.models:

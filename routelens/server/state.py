@@ -6,18 +6,23 @@ overlap: every use of a model goes through the device's work queue (work.py), on
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from ..errors import ForbiddenError, RoutelensError, UnknownModelError
-from ..models.loading import load
+from ..errors import ForbiddenError, RoutelensError, UnknownModelError, UnsupportedArchitectureError
+from ..models.loading import HUB_ID, load
 from ..models.model import Model
 from ..trace.trace import Trace
 from .config import ServerConfig
+from .work import QueueFullError
+
+log = logging.getLogger("routelens.server")
 
 
 class UnknownTraceError(RoutelensError, LookupError):
@@ -54,64 +59,106 @@ class ModelSlot:
         }
 
 
-class ModelRegistry:
-    """Loads models on request, one background thread each; keeps at most `max_loaded`."""
+class ModelsBusyError(QueueFullError):
+    """Every place for a model is taken by one that is loading (or by the default model)."""
 
-    def __init__(self, config: ServerConfig, max_loaded: int = 2) -> None:
+
+class ModelRegistry:
+    """Loads models on request, one background thread each, one load at a time in the process
+    (models/loading.py); keeps at most `config.max_loaded_models` loaded or loading. The default
+    model is never evicted, so no client can take it away from the others; evicting a model also
+    drops its cached traces, which would otherwise keep it in memory."""
+
+    def __init__(self, config: ServerConfig, on_evict: Callable[[ModelSlot], None] | None = None) -> None:
         self.config = config
-        self.max_loaded = max_loaded
+        self.max_loaded = config.max_loaded_models
         self.slots: OrderedDict[str, ModelSlot] = OrderedDict()
         self.lock = threading.Lock()
+        self.on_evict = on_evict
+
+    def is_custom(self, name: str) -> bool:
+        return name not in self.config.model_names()
 
     def check_allowed(self, name: str) -> None:
         if not isinstance(name, str) or not name.strip():
             raise UnknownModelError("no model named: choose one of the configured models")
-        if name not in self.config.model_names() and not self.config.custom_models_allowed:
-            raise ForbiddenError(
-                f"{name!r} is not one of this server's models ({', '.join(self.config.model_names())}); "
-                "this server does not load other models"
-            )
+        if not self.is_custom(name):
+            return
+        offered = ", ".join(self.config.model_names())
+        if not self.config.custom_models_allowed:
+            close = difflib.get_close_matches(name, self.config.model_names(), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ForbiddenError(f"{name!r} is not one of this server's models ({offered}); {hint}this server does not "
+                                 "load other models (its configuration can allow hub models: \"allow_custom_models\": true)")
+        if not HUB_ID.fullmatch(name):
+            raise ForbiddenError(f"{name!r} is not a Hugging Face hub id (owner/name); this server loads its own models "
+                                 f"({offered}) and hub models, never a path typed here: list local models under "
+                                 "\"models\" in the server's configuration")
 
     def start(self, name: str) -> ModelSlot:
-        """Begin loading `name` unless it is loaded or loading; returns its slot."""
+        """Begin loading `name` unless it is loaded or loading; returns its slot. Raises
+        ModelsBusyError when every place is taken by a model still loading."""
         self.check_allowed(name)
+        evicted: list[ModelSlot] = []
         with self.lock:
             slot = self.slots.get(name)
             if slot is not None and slot.state != "error":
                 self.slots.move_to_end(name)
                 return slot
+            self.slots.pop(name, None)
+            evicted = self._make_room()
             slot = ModelSlot(name=name)
             self.slots[name] = slot
-            self._evict()
+        for old in evicted:
+            if self.on_evict is not None:
+                self.on_evict(old)
         threading.Thread(target=self._load, args=(slot,), name=f"load-{name}", daemon=True).start()
         return slot
 
-    def _evict(self) -> None:
-        ready = [n for n, s in self.slots.items() if s.state in ("ready", "error")]
-        while len(self.slots) > self.max_loaded and ready:
-            self.slots.pop(ready.pop(0), None)
+    def _make_room(self) -> list[ModelSlot]:
+        """Inside the lock: drop failed slots, then the least recently used ready model that is
+        not the default, until one more fits; refuse when none can go."""
+        evicted = [self.slots.pop(n) for n, s in list(self.slots.items()) if s.state == "error"]
+        while len(self.slots) >= self.max_loaded:
+            ready = [n for n, s in self.slots.items() if s.state == "ready" and n != self.config.default_model]
+            if not ready:
+                busy = ", ".join(f"{n} ({s.state})" for n, s in self.slots.items())
+                raise ModelsBusyError(
+                    f"this server keeps at most {self.max_loaded} models in memory and all places are taken ({busy}); "
+                    "wait until the loading one is ready, then try again", retry_after=10)
+            evicted.append(self.slots.pop(ready[0]))
+        return evicted
 
     def _load(self, slot: ModelSlot) -> None:
         def progress(stage: str) -> None:
             slot.stage = stage
 
+        custom = self.is_custom(slot.name)
         try:
             slot.model = load(
                 self.config.source_of(slot.name),
                 progress=progress,
                 trust_remote_code=slot.name in self.config.trust_remote_code,
                 allow_pickle=slot.name in self.config.allow_pickle,
+                hub_only=custom,
             )
             slot.model.source.name = slot.name
             slot.state = slot.stage = "ready"
-        except RoutelensError as err:
-            slot.error, slot.state = err, "error"
         except Exception as err:  # a broken checkpoint, out of memory, ...: report, keep serving
-            slot.error, slot.state = RoutelensError(f"could not load {slot.name!r}: {type(err).__name__}: {err}"), "error"
+            if custom:  # a name any client may type: the answer tells nothing about this machine
+                log.warning("loading %r failed: %s: %s", slot.name, type(err).__name__, err)
+                known = isinstance(err, (UnsupportedArchitectureError, ForbiddenError))
+                slot.error = err if known else UnknownModelError(
+                    f"could not load {slot.name!r}: it is not a model this server can fetch from the Hugging Face hub; "
+                    "check the name (owner/name)")
+            elif isinstance(err, RoutelensError):
+                slot.error = err
+            else:
+                slot.error = RoutelensError(f"could not load {slot.name!r}: {type(err).__name__}: {err}")
+            slot.state = "error"
         finally:
             slot.finished = time.monotonic()
             slot.done.set()
-
     def status(self, name: str) -> dict[str, Any]:
         slot = self.slots.get(name)
         if slot is None:
@@ -168,6 +215,14 @@ class TraceCache:
     def find(self, trace_id: str) -> TraceEntry | None:
         with self.lock:
             return self.entries.get(trace_id)
+
+    def drop_model(self, slot: ModelSlot) -> int:
+        """Forget every trace of an evicted model (they hold its weights in memory)."""
+        with self.lock:
+            doomed = [k for k, e in self.entries.items() if e.slot is slot]
+            for k in doomed:
+                del self.entries[k]
+        return len(doomed)
 
     def put(self, entry: TraceEntry) -> None:
         with self.lock:

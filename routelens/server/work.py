@@ -14,7 +14,8 @@ import statistics
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Any, Callable, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
 
 import anyio
 import torch
@@ -40,6 +41,14 @@ class OutOfMemoryError(RoutelensError, MemoryError):
 
 class MemoryBudgetError(RoutelensError, ValueError):
     """A trace that would need more memory than the server's per-trace budget allows."""
+
+
+def device_key(device: str | torch.device) -> str:
+    """The queue's name for a device: "cpu", "cuda:0" (a bare "cuda" is the current GPU)."""
+    d = torch.device(device)
+    if d.type == "cuda" and d.index is None:
+        return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cuda:0"
+    return str(d)
 
 
 def trace_bytes_estimate(model: Any, n_tokens: int) -> int:
@@ -86,21 +95,29 @@ class WorkQueue:
         typical = statistics.median(self._durations) if self._durations else 1.0
         return max(1, round(typical * (self.max_waiting + 1)))
 
-    def run(self, device: str, fn: Callable[[], T], token: interrupt.Token) -> T:
-        """Run `fn` when the device is free (blocking the calling worker thread)."""
+    @contextmanager
+    def waiting(self, device: str) -> Iterator[None]:
+        """Count one request as waiting for `device` while inside; refuse (429) when the queue is
+        full. Requests waiting for a model that is still loading are counted here too, so no
+        more than `max_waiting` requests ever hold on to the server per device."""
         with self._guard:
             if self._waiting[device] >= self.max_waiting:
                 raise QueueFullError(
                     f"the server is busy: {self._waiting[device]} requests are already waiting for the model; "
                     f"try again in {self.retry_after()} s", retry_after=self.retry_after())
             self._waiting[device] += 1
-        lock = self._device_locks[device]
         try:
-            while not lock.acquire(timeout=0.05):
-                token.check()  # cancelled or overdue while still waiting: leave the queue
+            yield
         finally:
             with self._guard:
                 self._waiting[device] -= 1
+
+    def run(self, device: str, fn: Callable[[], T], token: interrupt.Token) -> T:
+        """Run `fn` when the device is free (blocking the calling worker thread)."""
+        lock = self._device_locks[device]
+        with self.waiting(device):
+            while not lock.acquire(timeout=0.05):
+                token.check()  # cancelled or overdue while still waiting: leave the queue
         start = time.monotonic()
         try:
             with self._guard:
