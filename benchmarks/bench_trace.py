@@ -10,6 +10,8 @@ For T = 60, 200 and 500 tokens, measured side by side in one run (median of --re
 
 Targets (issue 2): full mode at T = 200 within 4x the forward pass; single target at T = 500 within 2x.
 The fused L1 kernel is compiled before timing (`kernels.warm_up()`), as a server does at start.
+The trace store is off (`store=False`, and `$ROUTELENS_STORE=off` for the child processes): a run
+read back from the store would time the store, not the computation (bench_store.py times that).
 
     python benchmarks/bench_trace.py [--lengths 60 200 500] [--repeat 3]
 """
@@ -17,14 +19,25 @@ The fused L1 kernel is compiled before timing (`kernels.warm_up()`), as a server
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import routelens as rl
 from routelens.routes import kernels
+
+os.environ["ROUTELENS_STORE"] = "off"  # this benchmark times computation; children inherit it
+
+
+def computed(model: rl.Model, ids: list[int]) -> Any:
+    """A trace computed now, never read back from a store (checked, so the figures cannot lie)."""
+    trace = model.trace(ids, store=False)
+    assert not trace.capture.extra.get("stored"), "a benchmark run was read from the trace store"
+    return trace
 
 
 def rss_bytes(field: str = "VmRSS") -> int:
@@ -77,11 +90,11 @@ def child(model_name: str, mode: str, n: int) -> None:
     ids = prompt_ids(model, n)
     x = torch.tensor([ids])
     model.hf_model(input_ids=x, use_cache=False)  # first-call allocations are not the trace's
-    model.trace(ids[: max(2, n // 4)]).graph(target=-1)
+    computed(model, ids[: max(2, n // 4)]).graph(target=-1)
     steps = {
         "forward": lambda: model.hf_model(input_ids=x, use_cache=False),
-        "single": lambda: model.trace(ids).graph(target=-1, threshold=0.04),
-        "full": lambda: model.trace(ids).graph(target="all", threshold=0.04),
+        "single": lambda: computed(model, ids).graph(target=-1, threshold=0.04),
+        "full": lambda: computed(model, ids).graph(target="all", threshold=0.04),
     }
     print(peak_extra(steps[mode]))
 
@@ -140,8 +153,8 @@ def main() -> None:
         fwd_sdpa = timed(forward, args.repeat)
         hf.set_attn_implementation("eager")
 
-        single = timed(lambda: model.trace(ids).graph(target=-1, threshold=0.04), args.repeat)
-        full = timed(lambda: model.trace(ids).graph(target="all", threshold=0.04), args.repeat)
+        single = timed(lambda: computed(model, ids).graph(target=-1, threshold=0.04), args.repeat)
+        full = timed(lambda: computed(model, ids).graph(target="all", threshold=0.04), args.repeat)
         mem_fwd, mem_single, mem_full = (measure_in_child(args.model, n, m) for m in ("forward", "single", "full"))
         dense = a.n_layers * n * n * a.d_model * 4
         mib = 1 << 20

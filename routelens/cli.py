@@ -248,7 +248,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         out_console.print(f"[bold]{prompt!r}[/bold] ({trace.n_positions} tokens)")
         out_console.print(str(report), highlight=False)
         out_console.print(f"importances: max |sum - 1| over the route's nodes {sums:.2e}")
-        failed |= not report.ok or sums > 1e-5
+        failed |= not report.ok or not sums <= 1e-5  # a NaN sum fails (NaN > 1e-5 is False)
     out_console.print("[bold red]FAIL[/bold red]" if failed else "[bold green]all checks passed[/bold green]")
     return 1 if failed else 0
 
@@ -306,6 +306,37 @@ def _int_arg(value: str, flag: str) -> int:
         raise RoutelensError(f"{flag} must be an integer position (or 'all'), not {value!r}") from None
 
 
+def say(line: str) -> None:
+    """A server log line: whole (never wrapped, a URL stays clickable) and written at once."""
+    print(line, flush=True)
+
+
+STAGE_TEXT = {
+    "downloading": "downloading (first time only)",
+    "converting": "converting to safetensors (first time only, about a minute)",
+    "loading": "loading into memory",
+}
+
+
+def _load_reporter(url: str, default_model: str):
+    """Prints each stage of each model load, and the URL to open once the default model is ready."""
+    started: dict[str, float] = {}
+
+    def report(slot) -> None:
+        now = time.monotonic()
+        started.setdefault(slot.name, now)
+        stamp = time.strftime("%H:%M:%S")
+        if slot.state == "ready":
+            ready = f"routelens: {stamp} {slot.name} is ready ({now - started[slot.name]:.1f} s)"
+            say(ready + (f": open {url}" if slot.name == default_model else ""))
+        elif slot.state == "error":
+            say(f"routelens: {stamp} {slot.name} could not be loaded: {slot.error}")
+        else:
+            say(f"routelens: {stamp} {slot.name}: {STAGE_TEXT.get(slot.stage, slot.stage)}...")
+
+    return report
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server.access import check_bind, read_token_file, token_from
     from .server.config import load_config
@@ -325,9 +356,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .server.app import create_app
 
-        app = create_app(config)
-        out_console.print(f"routelens: serving {config.default_model} on http://{args.host}:{args.port}/"
-                          + (" (access token required)" if token else ""))
+        url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
+        app = create_app(config, report=_load_reporter(url, config.default_model))
+        say(f"routelens: serving on {url}" + (" (access token required)" if token else "")
+            + f"; loading {config.default_model}")
         serve(app, config, args.host, args.port, sockets)
     finally:
         for sock in sockets:

@@ -53,3 +53,19 @@ class GraphFileError(RoutelensError, ValueError):
 class OutputFileError(RoutelensError, OSError):
     """A file routelens was asked to write that cannot be written there (a folder, a read-only
     place, a full disk); nothing is left behind."""
+
+
+class NonFiniteError(RoutelensError, FloatingPointError):
+    """A forward pass whose residual stream, writes or logits hold NaN or infinity (typically fp16
+    overflowing above 65504): not a result, so nothing is traced or stored. `layer` is the first
+    block where it appears (None for the model's logits), `pos` the first position there, `part`
+    what overflowed ("FFN write", "attention write", "block output", ...)."""
+
+    def __init__(self, message: str, layer: int | None = None, pos: int = -1, part: str = "") -> None:
+        super().__init__(message)
+        self.layer = layer
+        self.pos = pos
+        self.part = part
+
+    def __reduce__(self):  # keep the attributes across pickling (worker processes, caches)
+        return (type(self), (str(self), self.layer, self.pos, self.part))

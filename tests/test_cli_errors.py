@@ -378,7 +378,7 @@ def fake_server(monkeypatch):
 
     seen: dict = {}
 
-    def create_app(config):
+    def create_app(config, **_options):
         seen["config"] = config
         return object()
 

@@ -124,7 +124,7 @@ def test_logit_lens_equals_model_logits_at_every_position(name):
         assert [t["id"] for t in top] == probs[pos].topk(5).indices.tolist()
         for t in top:
             assert abs(t["prob"] - float(probs[pos, t["id"]])) <= 1e-5
-            assert t["token"] == f"<{t['id']}>"
+            assert t["token"] == f"[{t['id']}]"
     assert [p for _, p in tr.top_predictions(-1, k=3)] == pytest.approx(probs[-1].topk(3).values.tolist(), abs=1e-5)
 
 

@@ -57,7 +57,7 @@ def test_graphml_reads_back_with_the_same_nodes_and_edges(graph, tmp_path):
     attn = next(e for e in graph.edges if e["kind"] == "attn")
     stored = next(d for u, v, k, d in g.edges(keys=True, data=True) if (u, v, k) == (attn["source"], attn["target"], "attn"))
     assert json.loads(stored["heads"]) == attn["heads"]
-    assert json.loads(g.graph["tokens"]) == graph.tokens and g.graph["schema"] == "routelens.graph/1"
+    assert json.loads(g.graph["tokens"]) == graph.tokens and g.graph["schema"] == "routelens.graph/2"
 
 
 def test_svg_is_xml_with_one_shape_per_edge_and_node(graph, tmp_path):
@@ -97,8 +97,8 @@ def test_unknown_extension_is_refused(graph, tmp_path):
 def test_load_graph_refuses_other_schema_versions_and_bad_files(graph, tmp_path):
     data = graph.to_dict()
     future = tmp_path / "future.json"
-    future.write_text(json.dumps({**data, "schema": "routelens.graph/2"}))
-    with pytest.raises(GraphFileError, match=r"'routelens.graph/2'.*reads 'routelens.graph/1'"):
+    future.write_text(json.dumps({**data, "schema": "routelens.graph/3"}))
+    with pytest.raises(GraphFileError, match=r"'routelens.graph/3'.*reads 'routelens.graph/2'"):
         rl.load_graph(future)
     unversioned = tmp_path / "plain.json"
     unversioned.write_text(json.dumps({k: v for k, v in data.items() if k != "schema"}))

@@ -60,7 +60,7 @@ def test_html_opens_offline_in_chromium_with_the_hooks(graph, tmp_path):
         context = browser.new_context(viewport={"width": 1300, "height": 900})
         context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else (requests.append(route.request.url), route.abort()))
         page = context.new_page()
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(600_000)  # a bound on a hang, not on speed: CI shares its cores
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(path.as_uri())

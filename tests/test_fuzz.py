@@ -32,6 +32,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from routelens.prompts import prompt_lines
 from routelens.server.app import create_app
 from routelens.server.config import ServerConfig
 from tiny_models import WORDS, save_tiny_model
@@ -163,10 +164,12 @@ def is_num(x: Any) -> bool:
 
 def check_tokens(items: Any, keys: set[str], vocab: int) -> None:
     assert isinstance(items, list)
+    keys = keys | {"bytes"}  # every token carries its bytes as hex (models/tokens.py)
     for item in items:
         assert set(item) == keys, item
         assert isinstance(item["token"], str) and isinstance(item["id"], int) and 0 <= item["id"] < vocab
-        for key in keys - {"token", "id", "rank_change"}:
+        assert isinstance(item["bytes"], str) and re.fullmatch(r"(?:[0-9a-f]{2})*", item["bytes"]), item
+        for key in keys - {"token", "id", "rank_change", "bytes"}:
             assert is_num(item[key]), item
         if "rank_change" in keys:
             assert item["rank_change"] is None or isinstance(item["rank_change"], int)
@@ -189,7 +192,7 @@ def check_status_shape(body: dict, model: str) -> None:
 
 
 def check_graph_shape(body: dict, s: Served) -> None:
-    assert body["schema"] == "routelens.graph/1"
+    assert body["schema"] == "routelens.graph/2"
     ids = set()
     for node in body["nodes"]:
         assert {"id", "layer", "pos", "kind"} <= set(node) and node["kind"] in ("embed", "attn", "ffn", "block")
@@ -465,11 +468,14 @@ def test_fuzz_trace(served, body, ascii_only):
         if r.status_code != 200:  # tokens over the limit, or none at all
             assert r.json()["error"]["code"] in ("prompt_too_long", "empty_prompt"), r.text
             return
-        assert set(out) == {"trace_id", "model", "facts", "tokens", "token_ids", "n_layers", "n_heads", "parallel",
-                            "predictions", "timings"}
+        assert set(out) == {"trace_id", "model", "facts", "tokens", "token_bytes", "token_ids", "n_layers", "n_heads",
+                            "parallel", "predictions", "timings"}
         assert out["model"] == "tiny" and FACTS <= set(out["facts"]) and 1 <= len(out["tokens"]) <= MAX_TOKENS
         assert len(out["token_ids"]) == len(out["tokens"]) == len(out["predictions"])
-        assert all(len(p) == 5 and all(set(t) == {"token", "id", "prob"} for t in p) for p in out["predictions"])
+        assert len(out["token_bytes"]) == len(out["tokens"])
+        for p in out["predictions"]:
+            assert len(p) == 5
+            check_tokens(p, {"token", "id", "prob"}, 10**9)
         assert set(out["timings"]) == {"forward", "total", "cached", "stored"}
         if re.fullmatch(r"[a-z ]+", prompt):
             assert len(out["tokens"]) == len(prompt.split())
@@ -574,7 +580,8 @@ def test_fuzz_node(served, data):
     r = get(s.client, f"/api/trace/{quote(tid, safe='')}/node", qs)
     body = check(r, expected(m, exact, real, valid))
     if r.status_code == 200:
-        assert set(body) == {"top_tokens", "promoted", "suppressed"}
+        assert set(body) == {"top_tokens", "promoted", "suppressed", "bias"}
+        assert body["bias"] is None if kind == "embed" else is_num(body["bias"]) and 0 <= body["bias"] <= 1
         check_tokens(body["top_tokens"], {"token", "id", "prob", "rank", "rank_change"}, s.vocab)
         check_effects(body, s.vocab)
         if valid:
@@ -724,7 +731,7 @@ def test_fuzz_dataset_prompts(served, q):
         return
     if file in DATASET:
         check(r, 200)
-        assert body == {"file": file, "prompts": [line.strip() for line in DATASET[file].splitlines() if line.strip()]}
+        assert body == {"file": file, "prompts": prompt_lines(DATASET[file])}  # the one reading (routelens/prompts.py)
     elif file in FILE_ANSWERS:
         check(r, FILE_ANSWERS[file])
     elif file is None:

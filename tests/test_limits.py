@@ -17,6 +17,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from routelens import interrupt
 from routelens.server.app import create_app
 from routelens.server.config import ServerConfig
 from servers import LOCAL, free_port
@@ -138,16 +139,34 @@ def test_sixteen_clients_at_once_get_what_sequential_runs_get(folder):
 
 
 def test_a_full_queue_answers_429_with_retry_after_and_later_succeeds(folder):
+    # no timing: the running trace holds the device until the test lets it go, and each request is
+    # sent once the server's own queue figures show the one before it in place
     with client_for(folder, max_queue=1) as client:
-        slow_down(client, 0.3)  # 2 layers: 0.6 s per trace
-        with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(trace, client, prompt(n)) for n in range(4)]
-            results = [f.result() for f in futures]
-        codes = sorted(r.status_code for r in results)
-        assert codes.count(200) >= 2 and codes.count(429) >= 1, codes  # one runs, one waits, the rest are turned away
-        busy = next(r for r in results if r.status_code == 429)
+        slot = client.app.state.registry.get("tiny", 60)
+        queue = client.app.state.queue
+        started, release = threading.Event(), threading.Event()
+
+        def hold(*_args, **_kwargs):
+            started.set()
+            assert release.wait(60)
+
+        handle = slot.model.adapter.layers()[0].block.register_forward_pre_hook(hold)
+        with ThreadPoolExecutor(2) as pool:
+            running = pool.submit(trace, client, prompt(0))
+            assert started.wait(60)
+            waiting = pool.submit(trace, client, prompt(1))
+            deadline = time.monotonic() + 60
+            while queue.status()["waiting"].get("cpu", 0) < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            turned_away = [trace(client, prompt(n)) for n in (2, 3)]  # the one place in the queue is taken
+            handle.remove()
+            release.set()
+            results = [running.result(), waiting.result()]
+        assert [r.status_code for r in results] == [200, 200]
+        assert [r.status_code for r in turned_away] == [429, 429]
+        busy = turned_away[0]
         assert int(busy.headers["retry-after"]) >= 1 and "busy" in busy.json()["error"]["message"]
-        time.sleep(0.1)
         assert all(trace(client, prompt(n)).status_code == 200 for n in range(4))
 
 
@@ -177,21 +196,28 @@ def test_work_stops_when_the_client_goes_away(folder):
             time.sleep(0.05)
         slot = app.state.registry.get("tiny", 60)
         calls = [0]
+        started = threading.Event()
 
-        def slow(*_a, **_k):
+        def held(*_a, **_k):  # layer 0 waits at its safe point until the work is cancelled
             calls[0] += 1
-            time.sleep(0.5)
+            started.set()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                interrupt.check()  # raises once the server cancels the work
+                time.sleep(0.01)
 
         for layer in slot.model.adapter.layers():
-            layer.block.register_forward_pre_hook(slow)
+            layer.block.register_forward_pre_hook(held)
         body = json.dumps({"model": "tiny", "prompt": prompt(3)}).encode()
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(b"POST /api/trace HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                          + f"content-length: {len(body)}\r\n\r\n".encode() + body)
-            time.sleep(0.2)  # the forward pass is in its first layer
-        time.sleep(1.2)
+            assert started.wait(60)  # the forward pass is in its first layer
+        deadline = time.monotonic() + 60
+        while app.state.queue.status()["running"].get("cpu", 0):  # the server's own figure: work stopped
+            assert time.monotonic() < deadline, "the work went on after the client left"
+            time.sleep(0.02)
         assert calls[0] == 1, "the work went on after the client left"
-        assert app.state.queue.status()["running"].get("cpu", 0) == 0
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -30,7 +30,7 @@ class TinyTokenizer:
     """Just enough of a tokenizer for routelens: decode one id, encode text as bytes mod vocab."""
 
     def decode(self, ids, **_kwargs) -> str:
-        return "".join(f"<{int(i)}>" for i in ids)
+        return "".join(f"[{int(i)}]" for i in ids)  # not "<81>": that reads as a byte label (models/tokens.py)
 
     def __call__(self, text: str, **_kwargs) -> dict:
         return {"input_ids": [b % VOCAB for b in text.encode()]}
@@ -328,6 +328,20 @@ def save_tiny_model(folder, seed: int, tied: bool = False) -> nn.Module:
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
                                    tie_word_embeddings=tied)
     model = transformers.LlamaForCausalLM(cfg)
+    model.save_pretrained(folder)
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>").save_pretrained(folder)
+    return model
+
+
+def save_tiny_gpt2(folder) -> nn.Module:
+    """gpt2() (an attention output bias b_O, as every GPT-2) saved as a local model folder with
+    the word-level tokenizer of save_tiny_model."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    model = gpt2()
     model.save_pretrained(folder)
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -1,11 +1,13 @@
-// Reading a route-graph JSON (routelens.graph/1, docs/api.md) that did not come from the
+// Reading a route-graph JSON (routelens.graph/2 or /1, docs/graph-format.md) that did not come from the
 // server: a file opened in the web app, or a graph handed to the standalone viewer. Anything
 // that is not a graph this version can draw is refused with a message that says what it got,
 // what this version reads, and what to do.
 
 import type { EdgeKind, Graph, NodeKind } from "./types";
 
-export const GRAPH_SCHEMA = "routelens.graph/1";
+export const GRAPH_SCHEMA = "routelens.graph/2";
+/** Every version this one reads: /1 is /2 without the nodes' bias shares. */
+export const GRAPH_SCHEMAS: readonly string[] = ["routelens.graph/1", GRAPH_SCHEMA];
 
 const HOW_TO_EXPORT = "the web app's JSON export, `routelens trace MODEL PROMPT --out graph.json`, or graph.to_dict() in Python";
 
@@ -43,7 +45,7 @@ const show = (x: unknown): string => {
   return s === undefined ? String(x) : s.length > 40 ? s.slice(0, 39) + "…" : s;
 };
 
-/** Check that `data` is a routelens.graph/1 graph the drawing code can use; return it typed. */
+/** Check that `data` is a routelens.graph/2 (or /1) graph the drawing code can use; return it typed. */
 export function checkGraph(data: unknown, name = "The graph"): Graph {
   if (!isObj(data)) {
     throw new GraphFileError(
@@ -52,15 +54,15 @@ export function checkGraph(data: unknown, name = "The graph"): Graph {
     );
   }
   const schema = data.schema;
-  if (schema !== GRAPH_SCHEMA) {
+  if (typeof schema !== "string" || !GRAPH_SCHEMAS.includes(schema)) {
     const got = schema === undefined ? `no "schema" field` : `"schema": ${show(schema)}`;
     const todo =
       typeof schema === "string" && schema.startsWith("routelens.graph/")
         ? `It was written by a different version of routelens: open it with that version, or export the graph again with this one (${HOW_TO_EXPORT}).`
         : `It does not look like a routelens route graph: open a file written by ${HOW_TO_EXPORT}.`;
-    throw new GraphFileError(`${name} has ${got}; this version of routelens reads "${GRAPH_SCHEMA}" only. ${todo}`, "unsupported_schema");
+    throw new GraphFileError(`${name} has ${got}; this version of routelens reads "${GRAPH_SCHEMA}" and the older "${GRAPH_SCHEMAS[0]}" only. ${todo}`, "unsupported_schema");
   }
-  const bad = (what: string) => new GraphFileError(`${name} is not a valid ${GRAPH_SCHEMA} graph: ${what}. Export it again with routelens (${HOW_TO_EXPORT}).`, "invalid_graph");
+  const bad = (what: string) => new GraphFileError(`${name} is not a valid ${schema} graph: ${what}. Export it again with routelens (${HOW_TO_EXPORT}).`, "invalid_graph");
   const model = data.model;
   if (!isObj(model)) throw bad(`"model" is missing or not an object`);
   if (!isInt(model.n_layers) || model.n_layers < 1) throw bad(`model.n_layers is ${show(model.n_layers)} (expected a whole number >= 1)`);
@@ -88,6 +90,9 @@ export function checkGraph(data: unknown, name = "The graph"): Graph {
     if (!NODE_KINDS.includes(n.kind as NodeKind)) throw bad(`nodes[${i}].kind is ${show(n.kind)} (expected ${NODE_KINDS.join(", ")})`);
     if (!isInt(n.layer) || n.layer < -1) throw bad(`nodes[${i}].layer is ${show(n.layer)} (expected a whole number >= -1)`);
     if (!isInt(n.pos) || n.pos < 0 || n.pos >= T) throw bad(`nodes[${i}].pos is ${show(n.pos)} (expected a position from 0 to ${T - 1})`);
+    if (n.bias !== undefined && (typeof n.bias !== "number" || !Number.isFinite(n.bias) || n.bias < 0 || n.bias > 1.000001)) {
+      throw bad(`nodes[${i}].bias is ${show(n.bias)} (expected a share from 0 to 1)`);
+    }
   }
   const edges = data.edges;
   if (!Array.isArray(edges)) throw bad(`"edges" is missing or not a list`);

@@ -12,7 +12,7 @@ import { legend } from "./graph/legend";
 import { GraphView } from "./graph/view";
 import { exportJson, exportPng, exportSvg } from "./graph/export";
 import { readUrl, writeUrl, type UrlState } from "./state";
-import { bigNumber, clamp, fill, h, icon, num, pct, slug, tokenSpan, tokenText, truncate } from "./ui/dom";
+import { bigNumber, bytesNote, clamp, fill, h, icon, num, pct, slug, tokenSpan, tokenText, truncate } from "./ui/dom";
 import { askToken } from "./ui/login";
 import { type LinkConfirm, type LinkWork, linkConfirmBar, linkWork } from "./ui/linkconfirm";
 import { parseNodeId, type PanelCtx } from "./panels/context";
@@ -21,6 +21,7 @@ import { headPanel } from "./panels/head";
 import { neuronPanel } from "./panels/neuron";
 import { synthGraph, synthTokens } from "./synth";
 import { parseGraphText, targetPos } from "./graphfile";
+import { normaliseLineEnds, promptLines } from "./prompts";
 import { canonicalSelection, offlineCtx, offlinePanel } from "./panels/offline";
 
 const FETCH_MIN = 0.01; // the graph is fetched once at this threshold and pruned locally above it
@@ -258,7 +259,7 @@ class App {
     this.promptCount = h("span", { class: "prompt-count muted small" });
     this.addBtn = h("button", { class: "btn", "data-testid": "add-prompt", title: "keep this prompt in your list (stored in this browser)", onclick: () => this.addPrompt() }, "Add to list");
     this.removeBtn = h("button", { class: "btn subtle", "data-testid": "remove-prompt", title: "remove this prompt from your list", onclick: () => this.removePrompt(), hidden: true }, "Remove");
-    const importInput = h("input", { type: "file", accept: ".txt,.json,.jsonl,text/plain,application/json", hidden: true });
+    const importInput = h("input", { type: "file", "data-testid": "import-input", accept: ".txt,.json,.jsonl,text/plain,application/json", hidden: true });
     importInput.addEventListener("change", () => this.importPrompts(importInput));
     const importBtn = c.allow_loading_dataset_files && !c.demo_mode ? h("button", { class: "btn subtle", title: "add prompts from a .txt (one per line), .json or .jsonl file", onclick: () => importInput.click() }, "Import…") : null;
     this.chatBox = h("input", { type: "checkbox", "data-testid": "chat-toggle" });
@@ -612,17 +613,19 @@ class App {
     const file = input.files?.[0];
     input.value = "";
     if (!file) return;
-    const text = await file.text();
+    const bytes = await file.arrayBuffer();
     let found: string[] = [];
     const pick = (x: unknown): string | null => (typeof x === "string" ? x : x && typeof x === "object" ? ((x as Record<string, unknown>).prompt ?? (x as Record<string, unknown>).text ?? null) as string | null : null);
     try {
+      // the server's reading (prompts.ts): UTF-8 or refused, the byte-order mark dropped, CR / CRLF as LF
+      const text = normaliseLineEnds(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
       if (/\.json$/i.test(file.name)) {
         const data = JSON.parse(text);
         found = (Array.isArray(data) ? data : data.prompts ?? []).map(pick).filter((x: string | null): x is string => !!x);
       } else if (/\.jsonl$/i.test(file.name)) {
-        found = text.split("\n").filter((l) => l.trim()).map((l) => pick(JSON.parse(l))).filter((x): x is string => !!x);
+        found = promptLines(text).map((l) => pick(JSON.parse(l))).filter((x): x is string => !!x);
       } else {
-        found = text.split(/\r?\n/).filter((l) => l.trim());
+        found = promptLines(text);
       }
     } catch (err) {
       this.showError(new ApiError(`Could not read ${file.name}: ${(err as Error).message}. Use a .txt file (one prompt per line), a JSON list, or JSON lines.`, "bad_file", 0, "import"));
@@ -746,15 +749,17 @@ class App {
           class: "chip" + (i === this.target ? " active" : ""),
           "data-testid": "prediction",
           "data-pos": i,
+          "data-token": tok,
+          "data-bytes": tr.token_bytes?.[i],
           role: "option",
           "aria-selected": i === this.target ? "true" : "false",
           tabindex: 0,
-          title: `position ${i}: ${JSON.stringify(tok)}\nnext-token predictions:\n` + preds.map((p) => `  ${JSON.stringify(p.token)}  ${pct(p.prob)}`).join("\n") + "\nclick: show the route to this position",
+          title: `position ${i}: ${JSON.stringify(tok)}${bytesNote(tr.token_bytes?.[i])}\nnext-token predictions:\n` + preds.map((p) => `  ${JSON.stringify(p.token)}  ${pct(p.prob)}${bytesNote(p.bytes)}`).join("\n") + "\nclick: show the route to this position",
           onclick: () => this.setTarget(i),
           onkeydown: (e: Event) => (e as KeyboardEvent).key === "Enter" && this.setTarget(i),
         },
-        h("div", { class: "chip-tok" }, h("span", { class: "chip-pos" }, String(i)), tokenSpan(truncate(tok, 18))),
-        top ? h("div", { class: "chip-pred" }, tokenSpan(truncate(top.token, 14), "tok pred"), h("span", { class: "chip-prob", style: `--p:${top.prob}` }, pct(top.prob))) : h("div", { class: "chip-pred muted" }, "–"),
+        h("div", { class: "chip-tok" }, h("span", { class: "chip-pos" }, String(i)), tokenSpan(truncate(tok, 18), "tok", false, tr.token_bytes?.[i])),
+        top ? h("div", { class: "chip-pred" }, tokenSpan(truncate(top.token, 14), "tok pred", false, top.bytes), h("span", { class: "chip-prob", style: `--p:${top.prob}` }, pct(top.prob))) : h("div", { class: "chip-pred muted" }, "–"),
       );
       frag.append(chip);
     });
@@ -786,7 +791,7 @@ class App {
       fill(
         this.routeInfo,
         h("span", { class: "muted" }, "Route to "),
-        tokenSpan(tr.tokens[this.target] ?? ""),
+        tokenSpan(tr.tokens[this.target] ?? "", "tok", false, tr.token_bytes?.[this.target]),
         h("span", { class: "muted" }, ` (position ${this.target})`),
         pred !== null ? h("span", null, h("span", { class: "muted" }, " → predicts "), tokenSpan(pred, "tok pred")) : null,
         h("span", { class: "muted" }, ` · ${tr.model}${g.norm ? ` · ${String(g.norm).toUpperCase()}` : ""} · `),
@@ -798,9 +803,9 @@ class App {
     const p = tr.predictions[this.target]?.[0];
     fill(this.routeInfo, 
       h("span", { class: "muted" }, "Route to "),
-      tokenSpan(tr.tokens[this.target] ?? ""),
+      tokenSpan(tr.tokens[this.target] ?? "", "tok", false, tr.token_bytes?.[this.target]),
       h("span", { class: "muted" }, ` (position ${this.target})`),
-      p ? h("span", null, h("span", { class: "muted" }, " → predicts "), tokenSpan(p.token, "tok pred"), h("span", { class: "muted" }, ` ${pct(p.prob)}`)) : null,
+      p ? h("span", null, h("span", { class: "muted" }, " → predicts "), tokenSpan(p.token, "tok pred", false, p.bytes), h("span", { class: "muted" }, ` ${pct(p.prob)}`)) : null,
       h("span", { class: "muted" }, ` · ${tr.model} · ${this.norm.toUpperCase()}${this.chat ? " · chat" : ""}`),
     );
   }
@@ -1061,7 +1066,7 @@ class App {
   }
 
   // ---- a graph opened from a file --------------------------------------------------------------
-  /** Read a route-graph JSON file (routelens.graph/1) and draw it without a trace. */
+  /** Read a route-graph JSON file (routelens.graph/2 or /1) and draw it without a trace. */
   async openFile(file: File): Promise<void> {
     const seq = ++this.fileSeq;
     let g: Graph;
@@ -1089,6 +1094,7 @@ class App {
       trace_id: `file:${name}`,
       model: String(g.model.name ?? "unknown model"),
       tokens: g.tokens,
+      token_bytes: g.token_bytes,
       n_layers: g.model.n_layers,
       n_heads: g.model.n_heads,
       predictions: g.tokens.map(() => []),

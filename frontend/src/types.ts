@@ -1,4 +1,5 @@
-// Shapes of the JSON API (docs/api.md) and of the route-graph format (routelens.graph/1).
+// Shapes of the JSON API (docs/api.md) and of the route-graph format (routelens.graph/2; /1 is
+// the same without the nodes' bias shares, docs/graph-format.md).
 
 export interface Config {
   demo_mode: boolean;
@@ -45,6 +46,7 @@ export interface Prediction {
   token: string;
   id: number;
   prob: number;
+  bytes?: string; // the token's bytes as hex ("e697"); `token` shows a piece of a character as "<E6 97>"
 }
 
 export interface TraceResp {
@@ -52,6 +54,7 @@ export interface TraceResp {
   model: string;
   facts?: Facts;
   tokens: string[];
+  token_bytes?: string[]; // each token's bytes as hex, beside its label in `tokens`
   token_ids?: number[];
   n_layers: number;
   n_heads: number;
@@ -69,6 +72,9 @@ export interface GNode {
   pos: number;
   kind: NodeKind;
   degenerate?: boolean;
+  /** attn and block nodes (/2): the share of the node no incoming edge carries (the attention
+   * output bias b_O; 0 for a sequential block's output). Edges in + bias = 1 before pruning. */
+  bias?: number;
 }
 
 export interface GEdge {
@@ -83,6 +89,7 @@ export interface Graph {
   schema: string;
   model: { name: string; n_layers: number; n_heads: number; d_model: number; vocab: number; [k: string]: unknown };
   tokens: string[];
+  token_bytes?: string[]; // optional: each token's bytes as hex
   target: { pos: number | null; token?: string | null; positions?: number[] };
   threshold: number;
   norm?: string;
@@ -96,18 +103,21 @@ export interface TopToken {
   prob: number;
   rank: number;
   rank_change: number | null;
+  bytes?: string;
 }
 
 export interface Effect {
   token: string;
   id: number;
   effect: number;
+  bytes?: string;
 }
 
 export interface NodeInfo {
   top_tokens: TopToken[];
   promoted: Effect[];
   suppressed: Effect[];
+  bias?: number | null; // the node's bias share (null for an embedding)
 }
 
 export interface EdgeInfo {

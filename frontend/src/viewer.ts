@@ -1,4 +1,4 @@
-// routelens standalone viewer: one route graph (routelens.graph/1) drawn with the web app's own
+// routelens standalone viewer: one route graph (routelens.graph/2 or /1) drawn with the web app's own
 // drawing code (graph/view.ts, graph/prune.ts, graph/layout.ts), with no server and no network.
 // Built by `npm run build` (vite.viewer.config.ts) into routelens/server/static/viewer/viewer.js:
 // one classic script (IIFE, no imports, no fetch), its CSS inside it (added to the page once, as
@@ -16,7 +16,7 @@
 //   - window.routelensViewer.mount(element: HTMLElement, graph: GraphJson | string,
 //     options?: { height?: number; threshold?: number }) -> handle
 //       element: the (empty) container, already in the document; the viewer fills it.
-//       graph: the routelens.graph/1 object (or its JSON text). Anything else (another schema
+//       graph: the routelens.graph/2 (or /1) object (or its JSON text). Anything else (another schema
 //         version, not a graph) shows a message in the element saying what it got and what to
 //         do, then mount throws.
 //       options.height: the viewer's whole height in CSS pixels (default 640).
@@ -128,7 +128,7 @@ class Viewer implements ViewerHandle {
             "span",
             null,
             "route to ",
-            tokenSpan(tok),
+            tokenSpan(tok, "tok", false, graph.token_bytes?.[this.target]),
             h("span", { class: "muted" }, ` (position ${this.target})`),
             pred !== null ? h("span", null, " → predicts ", tokenSpan(pred, "tok pred")) : null,
           )

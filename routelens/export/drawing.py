@@ -8,9 +8,13 @@ as SVG, png.py rasterises the same shapes; neither knows about graphs.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..models.tokens import BYTE_GROUP
 
 EXPORT_VIEW = (1400, 760)  # the web app's graph area at a 1400 x 900 window
 MARGIN = {"left": 52, "right": 24, "top": 24, "bottom": 46}
@@ -86,6 +90,7 @@ class Text:
     anchor: str = "start"  # start | middle | end
     bold: bool = False
     mono: bool = False
+    tip: str | None = None  # shown on hover (an SVG <title>): a token's full label and its bytes
 
 
 @dataclass
@@ -185,14 +190,28 @@ def edge_points(lay: Layout, src: dict[str, Any], dst: dict[str, Any], kind: str
     return [(x1, y1), (x1, ym), (x2, ym), (x2, y2)]
 
 
+BYTE_GROUP_SPLIT = re.compile(f"({BYTE_GROUP.pattern})")
 WHITESPACE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d", "\u00a0": "\u237d"}
 
 
 def token_text(token: str) -> str:
-    """A token with its whitespace made visible and control characters escaped (ui/dom.ts tokenText)."""
+    """A token with its whitespace made visible and control characters escaped (ui/dom.ts tokenText);
+    byte groups ("<E6 97>", models/tokens.py) as they are."""
     if token == "":
         return "\u2205"
+    if BYTE_GROUP.search(token):
+        parts = BYTE_GROUP_SPLIT.split(token)
+        return "".join(part if i % 2 else (part and token_text(part)) for i, part in enumerate(parts))
     return "".join(WHITESPACE.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 32 or ord(ch) == 127 else ch) for ch in token)
+
+
+def token_tip(graph: dict[str, Any], i: int) -> str:
+    """Position, label and bytes of a token (the bytes when the graph has them: "token_bytes")."""
+    tip = f"position {i}: {json.dumps(graph['tokens'][i], ensure_ascii=False)}"
+    raw = graph.get("token_bytes")
+    if isinstance(raw, list) and i < len(raw) and isinstance(raw[i], str):
+        tip += " · bytes " + (" ".join(raw[i][k : k + 2] for k in range(0, len(raw[i]), 2)).upper() or "none")
+    return tip
 
 
 def truncate(text: str, n: int) -> str:
@@ -268,7 +287,8 @@ def scene_of(graph: dict[str, Any], title: str | None = None) -> Scene:
         add(Text(lay.col_x[i], by + 10, str(i), size=9, fill="#9AA5B1", anchor="middle"))
         is_target = i == target_pos
         add(Text(lay.col_x[i], by + 25, truncate(token_text(graph["tokens"][i]), max_chars),
-                 fill="#B26B00" if is_target else "#1F2933", anchor="middle", bold=is_target, mono=True))
+                 fill="#B26B00" if is_target else "#1F2933", anchor="middle", bold=is_target, mono=True,
+                 tip=token_tip(graph, i)))
     return scene
 
 

@@ -1,5 +1,6 @@
 """A route graph as GraphML (through networkx): nested values (heads, tokens, model facts) are
-JSON strings, since GraphML attributes are scalars."""
+JSON strings, since GraphML attributes are scalars. Attn and block nodes carry their bias share
+(`bias`, a double), as in the JSON."""
 
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ def to_networkx_flat(graph: dict[str, Any]) -> nx.MultiDiGraph:
             g.graph[key] = graph[key]
     for key in ("model", "tokens", "target"):
         g.graph[key] = json.dumps(graph[key], ensure_ascii=False)
+    if "token_bytes" in graph:  # each token's bytes as hex, beside its label
+        g.graph["token_bytes"] = json.dumps(graph["token_bytes"])
     for n in graph["nodes"]:
-        g.add_node(n["id"], layer=n["layer"], pos=n["pos"], kind=n["kind"], degenerate=bool(n.get("degenerate", False)))
+        attrs = {"layer": n["layer"], "pos": n["pos"], "kind": n["kind"], "degenerate": bool(n.get("degenerate", False))}
+        if "bias" in n:  # attn and block nodes: the share no edge carries (docs/graph-format.md)
+            attrs["bias"] = float(n["bias"])
+        g.add_node(n["id"], **attrs)
     for e in graph["edges"]:
         attrs: dict[str, Any] = {"kind": e["kind"], "weight": e["weight"]}
         if "heads" in e:

@@ -50,6 +50,8 @@ def to_svg(scene: Scene) -> str:
             extra += ' font-weight="700"' if s.bold else ""
             extra += f" font-family={quoteattr(MONO)}" if s.mono else ""
             anchor = f' text-anchor="{s.anchor}"' if s.anchor != "start" else ""
-            parts.append(f'<text x="{_f(s.x)}" y="{_f(s.y)}" fill="{s.fill}"{anchor}{extra}>{escape(s.text)}</text>')
+            text = f'<text x="{_f(s.x)}" y="{_f(s.y)}" fill="{s.fill}"{anchor}{extra}>{escape(s.text)}</text>'
+            # a tip (a token's full label and bytes) on hover: a group's title, the text left alone
+            parts.append(f"<g><title>{escape(s.tip)}</title>{text}</g>" if s.tip else text)
     parts.append("</svg>")
     return "\n".join(parts)

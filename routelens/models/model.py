@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import EmptyPromptError, InvalidArgumentError, PromptTooLongError
 from .adapters import adapter_for
+from .tokens import TokenBytes, sequence_labels, token_label
 
 
 @dataclass
@@ -55,9 +56,22 @@ class Model:
         return {"name": self.name, "n_layers": a.n_layers, "n_heads": a.n_heads, "d_model": a.d_model, "vocab": a.vocab_size}
 
     # ---- tokens -----------------------------------------------------------------------------
+    def token_bytes(self, ids: list[int]) -> list[bytes]:
+        """Each token's bytes, read from the tokenizer's vocabulary (models/tokens.py)."""
+        reader = self.__dict__.get("_token_bytes")
+        if reader is None or reader.tokenizer is not self.tokenizer:
+            reader = self.__dict__["_token_bytes"] = TokenBytes(self.tokenizer)
+        return reader(ids)
+
     def token_strings(self, ids: list[int]) -> list[str]:
-        """Each token as the text it adds (" Paris", not "ĠParis")."""
-        return [self.tokenizer.decode([i]) for i in ids]
+        """Each token on its own as the text it adds (" Paris", not "ĠParis"); a token that is not
+        whole UTF-8 as its bytes, "<E6 97>" (models/tokens.py `token_label`: one-to-one)."""
+        return [token_label(b) for b in self.token_bytes(ids)]
+
+    def token_labels(self, ids: list[int]) -> list[str]:
+        """The tokens of one sequence (a prompt): each character shown by the token that completes
+        it, the pieces before it as their bytes, "<E6 97>" (models/tokens.py `sequence_labels`)."""
+        return sequence_labels(self.token_bytes(ids))
 
     def tokenize(self, prompt: str | list[int], *, chat: bool = False) -> torch.Tensor:
         if isinstance(prompt, str):

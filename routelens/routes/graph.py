@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,11 +21,15 @@ from ..errors import GraphFileError, InvalidArgumentError, TooLargeError
 if TYPE_CHECKING:
     from ..trace.trace import Trace
 
-SCHEMA = "routelens.graph/1"
+SCHEMA = "routelens.graph/2"  # what this version writes (docs/graph-format.md: what changed from /1)
+SCHEMA_V1 = "routelens.graph/1"  # still read: the same graph without the nodes' bias shares
+SCHEMAS = (SCHEMA_V1, SCHEMA)
 SCHEMA_FILE = Path(__file__).with_name("graph.schema.json")  # JSON Schema of the format
 NODE_KINDS = ("embed", "attn", "ffn", "block")
+BIAS_KINDS = ("attn", "block")  # the nodes whose parts are weighed (they carry "bias" in /2)
 EDGE_KINDS = ("attn", "resid", "ffn")
 MAX_WEIGHT = 1.000001  # importances are in [0, 1]; the slack is float rounding (as the schema)
+HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")  # a token's bytes in "token_bytes"
 MAX_LAYERS = 4096  # far beyond any model: a bound on what drawing a loaded graph may cost
 FIX = ("export the graph again with routelens, or correct it by hand "
        "(the format is described in routelens/routes/graph.schema.json)")
@@ -52,6 +57,8 @@ class RouteGraph:
     norm: str
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     edges: list[dict[str, Any]] = field(default_factory=list)
+    schema: str = SCHEMA  # a /1 graph read back stays /1 (its nodes have no bias shares to write)
+    token_bytes: list[str] | None = None  # each token's bytes as hex, beside its label (models/tokens.py)
 
     def add_node(self, node_id: str, layer: int, pos: int, kind: str) -> None:
         if node_id not in self.nodes:
@@ -59,9 +66,10 @@ class RouteGraph:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
+            "schema": self.schema,
             "model": self.model,
             "tokens": self.tokens,
+            **({"token_bytes": self.token_bytes} if self.token_bytes is not None else {}),
             "target": self.target,
             "threshold": self.threshold,
             "norm": self.norm,
@@ -78,6 +86,7 @@ class RouteGraph:
         return cls(
             model=data["model"], tokens=data["tokens"], target=data["target"], threshold=data["threshold"],
             norm=data.get("norm", "l1"), nodes={n["id"]: n for n in data["nodes"]}, edges=list(data["edges"]),
+            schema=data.get("schema", SCHEMA), token_bytes=data.get("token_bytes"),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -90,6 +99,15 @@ class RouteGraph:
 
         validate_graph_dict(self.to_dict(), "this route graph")
         return write_graph(self, path)
+
+    def __repr__(self) -> str:
+        """One line for a Python prompt (the dataclass's own repr would print every node and edge)."""
+        pos = self.target.get("pos")
+        where = "every position" if pos is None else f"position {pos} ({self.target.get('token')!r})"
+        counts = ", ".join(f"{self.edge_count(k)} {name}" for k, name in (("attn", "attention"), ("resid", "residual"),
+                                                                         ("ffn", "FFN")))
+        return (f"<routelens.RouteGraph {self.model.get('name', '?')!r}, route from {where} at threshold "
+                f"{self.threshold:g}: {len(self.nodes)} nodes, {len(self.edges)} edges ({counts})>")
 
     def _repr_html_(self) -> str:
         """Jupyter: the interactive graph inline (hover, zoom, threshold), no server needed."""
@@ -119,7 +137,9 @@ class RouteGraph:
 
     def to_networkx(self) -> nx.MultiDiGraph:
         """A MultiDiGraph: a self edge through attention and the residual edge are two edges."""
-        g = nx.MultiDiGraph(schema=SCHEMA, threshold=self.threshold, tokens=self.tokens)
+        g = nx.MultiDiGraph(schema=self.schema, threshold=self.threshold, tokens=self.tokens)
+        if self.token_bytes is not None:
+            g.graph["token_bytes"] = self.token_bytes
         for node in self.nodes.values():
             g.add_node(node["id"], **{k: v for k, v in node.items() if k != "id"})
         for edge in self.edges:
@@ -146,22 +166,24 @@ def _show(value: Any, n: int = 60) -> str:
 
 
 def validate_graph_dict(data: Any, where: str = "the graph") -> dict[str, Any]:
-    """Check that `data` is a routelens.graph/1 document (graph.schema.json, checked in code since
-    jsonschema is not a dependency): the fields and their types, node kinds and edge kinds, nodes
-    inside the token and layer ranges, unique node ids, edge ends that name existing nodes, finite
-    weights in [0, 1]. Returns `data`; raises GraphFileError naming the first problem."""
+    """Check that `data` is a routelens.graph/2 document (graph.schema.json, checked in code since
+    jsonschema is not a dependency) or a routelens.graph/1 one (the same without bias shares): the
+    fields and their types, node kinds and edge kinds, nodes inside the token and layer ranges,
+    unique node ids, edge ends that name existing nodes, finite weights in [0, 1], and in /2 a
+    bias share in [0, 1] on every attn and block node (and on no other). Returns `data`; raises
+    GraphFileError naming the first problem."""
     if not isinstance(data, dict):
         raise GraphFileError(f"{where} holds JSON but not a route graph (expected an object with \"schema\": \"{SCHEMA}\")")
     schema = data.get("schema")
-    if schema != SCHEMA:
+    if schema not in SCHEMAS:
         got = f"schema {_show(schema)}" if schema is not None else "no \"schema\" field"
         raise GraphFileError(
-            f"{where} has {got}; this version of routelens reads {SCHEMA!r} graphs. "
+            f"{where} has {got}; this version of routelens reads {SCHEMA!r} graphs (and the older {SCHEMA_V1!r}). "
             "Export the graph again with this version, or open it with the routelens version that wrote it."
         )
     missing = [k for k in ("model", "tokens", "target", "threshold", "nodes", "edges") if k not in data]
     if missing:
-        raise GraphFileError(f"{where} says {SCHEMA!r} but lacks {', '.join(missing)}: it is damaged or cut short")
+        raise GraphFileError(f"{where} says {schema!r} but lacks {', '.join(missing)}: it is damaged or cut short")
 
     def damaged(problem: str) -> GraphFileError:
         return GraphFileError(f"{where} is damaged: {problem}; {FIX}")
@@ -181,6 +203,11 @@ def validate_graph_dict(data: Any, where: str = "the graph") -> dict[str, Any]:
     if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
         raise damaged("\"tokens\" is not a non-empty list of strings")
     n_tokens = len(tokens)
+    token_bytes = data.get("token_bytes")  # optional: each token's bytes as hex
+    if token_bytes is not None and not (
+            isinstance(token_bytes, list) and len(token_bytes) == n_tokens
+            and all(isinstance(b, str) and HEX.fullmatch(b) for b in token_bytes)):
+        raise damaged(f"\"token_bytes\" is not a list of {n_tokens} hex strings (one per token)")
     target = data["target"]
     if not isinstance(target, dict):
         raise damaged(f"\"target\" is {_show(target)}, not an object")
@@ -225,6 +252,15 @@ def validate_graph_dict(data: Any, where: str = "the graph") -> dict[str, Any]:
                           f"layers (0..{n_layers - 1})")
         if not isinstance(node.get("degenerate", False), bool):
             raise damaged(f"{name} has a \"degenerate\" flag that is not true or false")
+        if "bias" in node:
+            bias = node["bias"]
+            if not (_is_number(bias) and 0 <= bias <= MAX_WEIGHT):
+                raise damaged(f"{name} has bias share {_show(bias)}, not a finite number from 0 to 1")
+            if schema == SCHEMA and kind not in BIAS_KINDS:
+                raise damaged(f"{name} is an {kind} node with a bias share; only attn and block nodes have one")
+        elif schema == SCHEMA and kind in BIAS_KINDS:
+            raise damaged(f"{name} is a {kind} node without its \"bias\" share (every attn and block node of a "
+                          f"{SCHEMA!r} graph has one)")
     for i, edge in enumerate(edges):
         if not isinstance(edge, dict):
             raise damaged(f"edge #{i} is {_show(edge)}, not an object")
@@ -270,7 +306,8 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
         top = trace.top_predictions(targets[0], k=1)[0][0] if len(targets) == 1 else None
         target = {"pos": targets[0], "token": top} if len(targets) == 1 else {"pos": None, "positions": targets}
     graph = RouteGraph(
-        model=model_facts, tokens=trace.tokens, target=target, threshold=threshold, norm=f"l{trace.norm}"
+        model=model_facts, tokens=trace.tokens, target=target, threshold=threshold, norm=f"l{trace.norm}",
+        token_bytes=trace.token_bytes,
     )
     frontier = set(targets)
     for t in targets:
@@ -296,6 +333,7 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
                 out_id = resid_id(layer + 1, pos)
                 if frow.degenerate:
                     graph.nodes[out_id]["degenerate"] = True
+                graph.nodes[out_id]["bias"] = 0.0  # parts m and f only: b_out is inside the FFN write
                 if frow.resid > threshold:
                     graph.add_node(attn_id(layer, pos), layer, pos, "attn")
                     graph.edges.append({"source": attn_id(layer, pos), "target": out_id, "kind": "resid", "weight": frow.resid})
@@ -330,6 +368,7 @@ def _attention_edges(graph, layer: int, pos: int, row, node_id: str, threshold: 
     """The residual edge and every attention edge (self edge included, separately) above threshold."""
     if row.degenerate:
         graph.nodes[node_id]["degenerate"] = True
+    graph.nodes[node_id]["bias"] = row.bias  # b_O's share: no edge carries it (docs/graph-format.md)
     if row.resid > threshold:
         graph.edges.append({"source": _resid_node(graph, layer, pos), "target": node_id, "kind": "resid", "weight": row.resid})
         below.add(pos)

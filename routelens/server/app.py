@@ -23,6 +23,7 @@ from ..errors import (
     EmptyPromptError,
     InvalidArgumentError,
     ModelNotFoundError,
+    NonFiniteError,
     PromptTooLongError,
     RoutelensError,
     TooLargeError,
@@ -49,6 +50,7 @@ ERROR_STATUS: list[tuple[type[RoutelensError], int, str]] = [
     (UnknownModelError, 404, "unknown_model"),
     (ModelNotFoundError, 404, "model_not_found"),
     (UnsupportedArchitectureError, 422, "unsupported_architecture"),
+    (NonFiniteError, 422, "non_finite"),
     (EmptyPromptError, 422, "empty_prompt"),
     (PromptTooLongError, 413, "prompt_too_long"),
     (InvalidArgumentError, 422, "invalid_argument"),
@@ -107,7 +109,10 @@ class TraceRequest(BaseModel):
     norm: Literal["l1", "l2"] = "l1"
 
 
-def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
+def create_app(config: ServerConfig, *, preload: bool = True,
+               report: Callable[[ModelSlot], None] | None = None) -> FastAPI:
+    """The app for `config`; `preload` starts loading the default model (and compiling the L1
+    kernel) at once; `report` is told each stage of every model load (see ModelRegistry)."""
     app = FastAPI(title="routelens", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, timeout=config.body_timeout_s)
     if config.access_token:
@@ -115,7 +120,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
     # added last, so the outermost check: which hosts and origins may talk to the server at all
     app.add_middleware(OriginMiddleware, policy=HostPolicy(config.bind_host, config.allowed_hosts, config.allowed_origins))
     traces = TraceCache(config.max_traces, config.max_trace_cache_mb * 2**20)
-    registry = ModelRegistry(config, on_evict=traces.drop_model)
+    registry = ModelRegistry(config, on_evict=traces.drop_model, report=report)
     queue = WorkQueue(config.max_queue, config.request_time_limit)
     max_response = int(config.max_response_mb * 2**20)
     app.state.config, app.state.registry, app.state.traces, app.state.queue = config, registry, traces, queue
@@ -252,7 +257,8 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
             "trace_id": trace_id,
             "model": name,
             "facts": entry.slot.model.facts(),
-            "tokens": trace.tokens,
+            "tokens": trace.tokens,  # labels: "<E6 97>" for a piece of a character (models/tokens.py)
+            "token_bytes": trace.token_bytes,  # each token's bytes as hex ("e697")
             "token_ids": trace.token_ids,
             "n_layers": trace.n_layers,
             "n_heads": trace.adapter.n_heads,
@@ -330,7 +336,7 @@ def create_app(config: ServerConfig, *, preload: bool = True) -> FastAPI:
                 effects: dict[str, list] = {"promoted": [], "suppressed": []}
             else:
                 effects = trace.block_write_tokens(layer, pos, "block" if kind == "block" else "attn", k)
-            return {"top_tokens": top, **effects}
+            return {"top_tokens": top, **effects, "bias": trace.bias_share(kind, layer, pos)}
 
         return await on_model(request, entry.slot, work)
 

@@ -57,14 +57,19 @@ def default_trace_cache_mb() -> int:
 
 
 def read_prompt_file(path: Path) -> list[str]:
-    """One prompt a line (UTF-8, a byte-order mark and CRLF ends allowed), at most 1 MB."""
+    """One prompt a line, read by the rule every path shares (routelens.prompts: UTF-8, a
+    byte-order mark dropped, CRLF / CR / LF line ends, each line kept as written, blank lines
+    skipped), at most 1 MB."""
+    from ..prompts import prompt_lines
+
     if path.stat().st_size > MAX_PROMPT_FILE_BYTES:
         raise InvalidArgumentError(f"{path.name!r} is larger than 1 MB; split it into smaller prompt files")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        # bytes, then decode: read_text would turn CR and CRLF into LF itself (universal newlines)
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidArgumentError(f"{path.name!r} is not UTF-8 text; save it as UTF-8, one prompt per line") from None
-    return [line.strip() for line in text.splitlines() if line.strip()][:MAX_PROMPTS]
+    return prompt_lines(text)[:MAX_PROMPTS]
 
 
 DEFAULT_PROMPTS = [

@@ -69,8 +69,12 @@ class ModelRegistry:
     model is never evicted, so no client can take it away from the others; evicting a model also
     drops its cached traces, which would otherwise keep it in memory."""
 
-    def __init__(self, config: ServerConfig, on_evict: Callable[[ModelSlot], None] | None = None) -> None:
+    def __init__(self, config: ServerConfig, on_evict: Callable[[ModelSlot], None] | None = None,
+                 report: Callable[[ModelSlot], None] | None = None) -> None:
+        """`report` is told of every stage a load goes through (downloading, converting, loading,
+        ready, error): `routelens serve` prints them, so a first start is never silent."""
         self.config = config
+        self.report = report
         self.max_loaded = config.max_loaded_models
         self.slots: OrderedDict[str, ModelSlot] = OrderedDict()
         self.lock = threading.Lock()
@@ -132,6 +136,7 @@ class ModelRegistry:
     def _load(self, slot: ModelSlot) -> None:
         def progress(stage: str) -> None:
             slot.stage = stage
+            self._report(slot)
 
         custom = self.is_custom(slot.name)
         try:
@@ -158,7 +163,15 @@ class ModelRegistry:
             slot.state = "error"
         finally:
             slot.finished = time.monotonic()
+            self._report(slot)  # before done: whoever waits for the model sees the line written first
             slot.done.set()
+
+    def _report(self, slot: ModelSlot) -> None:
+        if self.report is not None:
+            try:
+                self.report(slot)
+            except Exception:  # noqa: BLE001 (a broken terminal must not break a load)
+                log.exception("reporting the progress of %r failed", slot.name)
     def status(self, name: str) -> dict[str, Any]:
         slot = self.slots.get(name)
         if slot is None:

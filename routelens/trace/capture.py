@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .. import interrupt
+from ..errors import NonFiniteError
 from ..models.adapters.base import Adapter
 
 
@@ -151,12 +152,109 @@ def run_with_capture(adapter: Adapter, token_ids: torch.Tensor) -> Capture:
                 routing=s.get("routing"),
             )
         )
-    return Capture(
+    capture = Capture(
         token_ids=token_ids.cpu(),
         layers=layers,
         last_logits=out.logits[0, -1].detach(),
         forward_seconds=seconds,
     )
+    check_finite(capture, next(model.parameters()).dtype)
+    return capture
+
+
+# What the guard checks in each layer, in the order the block computes it, with the name an error
+# uses. A field that is the same tensor as one before it (no post-norm: the write is the output)
+# is checked once, under its later name ("FFN write" rather than "FFN output before its post-norm").
+_PARTS = (
+    ("attn_in", "attention input (normalised residual)"),
+    ("pattern", "attention pattern"),
+    ("attn_out", "attention output before its post-norm"),
+    ("attn_write", "attention write"),
+    ("ffn_in", "FFN input (normalised residual)"),
+    ("ffn_act", "FFN neuron activations"),
+    ("ffn_out", "FFN output before its post-norm"),
+    ("ffn_write", "FFN write"),
+    ("resid_out", "block output (residual stream)"),
+)
+
+
+def _checked(capture: Capture) -> list[tuple[int | None, str, torch.Tensor]]:
+    """(layer, part, tensor) in computation order: embeddings, each block's parts, the logits."""
+    out: list[tuple[int | None, str, torch.Tensor]] = []
+    if capture.layers:
+        out.append((0, "embeddings", capture.layers[0].resid_in))
+    for i, layer in enumerate(capture.layers):
+        parts = [(name, getattr(layer, key)) for key, name in _PARTS if getattr(layer, key) is not None]
+        for k, (name, t) in enumerate(parts):
+            if not any(t is later for _, later in parts[k + 1:]):
+                out.append((i, name, t))
+    out.append((None, "logits", capture.last_logits))
+    return out
+
+
+def _all_finite(t: torch.Tensor) -> torch.Tensor:
+    """A 0-d tensor on `t`'s device, True when `t` has no NaN or infinity: an fp32 sum is non-finite
+    exactly when an element is (or, for bf16 near its maximum, when the sum overflows: the exact scan
+    in `check_finite` then finds nothing). One reduction, no per-element mask, no sync."""
+    if not t.is_floating_point():
+        return torch.ones((), dtype=torch.bool, device=t.device)
+    return torch.isfinite(t.sum(dtype=torch.float32))
+
+
+def _first_position(t: torch.Tensor, part: str) -> int | None:
+    """The first position (row) holding a non-finite value; None when every element is finite."""
+    bad = ~torch.isfinite(t)
+    if part == "logits":
+        return 0 if bool(bad.any()) else None
+    if part == "attention pattern":  # [H, T, T]: the query position
+        rows = bad.any(dim=2).any(dim=0)
+    else:
+        rows = bad.reshape(t.shape[0], -1).any(dim=1)
+    hits = rows.nonzero()
+    return int(hits[0, 0]) if hits.numel() else None
+
+
+def check_finite(capture: Capture, dtype: torch.dtype) -> None:
+    """Raise NonFiniteError at the first layer, part and position where the captured forward pass
+    holds NaN or infinity (fp16 overflows above 65504). The happy path costs one reduction per
+    captured tensor and a single device sync for the whole model."""
+    checked = _checked(capture)
+    if not checked:
+        return
+    device = checked[0][2].device
+    flags = torch.stack([_all_finite(t).to(device, non_blocking=True) for _, _, t in checked])
+    if bool(flags.all()):
+        return
+    n = int(capture.token_ids.shape[0])
+    for (layer, part, t), ok in zip(checked, flags.tolist()):
+        if ok:
+            continue
+        pos = _first_position(t, part)
+        if pos is None:
+            continue  # only the sum overflowed (bf16 values near its maximum): all finite
+        if part == "logits":
+            pos = n - 1
+        raise NonFiniteError(non_finite_message(layer, pos, part, t, dtype), layer=layer, pos=pos, part=part)
+
+
+def non_finite_message(layer: int | None, pos: int, part: str, row: torch.Tensor, dtype: torch.dtype,
+                       consequence: str = "so nothing was traced") -> str:
+    """The one-line error: where (layer, part, position), what (NaN or infinite), and what to do."""
+    if part == "attention pattern":
+        row = row[:, pos]
+    elif row.dim() > 1:
+        row = row[pos]
+    kind = "NaN" if bool(torch.isnan(row).any()) else "infinite"
+    label = "model's logits" if part == "logits" else part
+    where = f"the {label} at position {pos}" if layer is None else f"the {part} of layer {layer} at position {pos}"
+    if dtype == torch.float16:
+        advice = ("the model overflowed float16 (largest value 65504); "
+                  "load it in bf16 or fp32 (dtype=\"bf16\" / \"fp32\", CLI --dtype bf16 / fp32)")
+    elif dtype == torch.bfloat16:
+        advice = "the model overflowed bfloat16; load it in fp32 (dtype=\"fp32\", CLI --dtype fp32)"
+    else:
+        advice = f"the model computed it in {str(dtype).replace('torch.', '')}: its weights may be damaged"
+    return f"{where} is {kind}, {consequence}: {advice}"
 
 
 def _keep_last_logits(model: nn.Module) -> dict[str, Any]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, NonFiniteError
 from ..routes import vocab
 from ..routes.nodes import attention_node_importances, ffn_node_importances, neuron_importances
-from .capture import Capture
+from .capture import Capture, non_finite_message
 from .decompose import attention_parts, check_capture, neuron_parts
 
 if TYPE_CHECKING:
@@ -50,23 +51,55 @@ class CheckReport:
     dtype: str
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def _errors(self) -> list[tuple[str, float]]:
+        """Every error with a name for it: ("layer 3 ffn", 2e-7), ..., ("logit lens", 1e-6)."""
+        out = [(f"layer {r['layer']} {part}", float(r[part])) for r in self.rows for part in PARTS]
+        return out + [("logit lens", float(self.logit_lens_error))]
+
+    def non_finite(self) -> list[str]:
+        """The errors that are NaN or infinite, by name ("layer 7 residual", "logit lens")."""
+        return [name for name, e in self._errors() if not math.isfinite(e)]
+
     @property
     def max_error(self) -> float:
-        worst = max((max(r["attention"], r["ffn"], r["residual"]) for r in self.rows), default=0.0)
-        return max(worst, self.logit_lens_error)
+        """The largest error; NaN when any error is NaN, infinity when any is infinite (never a
+        finite number that silently dropped a NaN, as Python's max() would)."""
+        return worst_error(e for _, e in self._errors())
 
     @property
     def ok(self) -> bool:
-        return self.max_error <= self.tolerance
+        return math.isfinite(self.max_error) and self.max_error <= self.tolerance
 
     def __str__(self) -> str:
         lines = [f"{'layer':>5} {'attention':>10} {'ffn':>10} {'residual':>10}"]
         for r in self.rows:
             lines.append(f"{r['layer']:>5} {r['attention']:>10.2e} {r['ffn']:>10.2e} {r['residual']:>10.2e}")
         lines.append(f"logit lens at the last layer vs model logits: {self.logit_lens_error:.2e}")
-        verdict = "PASS" if self.ok else "FAIL"
-        lines.append(f"{verdict}: max relative error {self.max_error:.2e} (tolerance {self.tolerance:.0e}, {self.dtype})")
+        bad = self.non_finite()
+        if bad:
+            shown = ", ".join(bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
+            lines.append(f"FAIL: non-finite error (NaN or infinity) at {shown} "
+                         f"(tolerance {self.tolerance:.0e}, {self.dtype})")
+        else:
+            verdict = "PASS" if self.ok else "FAIL"
+            lines.append(f"{verdict}: max relative error {self.max_error:.2e} (tolerance {self.tolerance:.0e}, {self.dtype})")
         return "\n".join(lines)
+
+
+PARTS = ("attention", "ffn", "residual")
+
+
+def worst_error(errors: Any) -> float:
+    """max() over errors that keeps non-finite ones: NaN if any is NaN, else inf if any is inf, else
+    the largest (0.0 for none). Python's max() drops a NaN depending on where it stands."""
+    worst = 0.0
+    for e in errors:
+        e = float(e)
+        if math.isnan(e):
+            return math.nan
+        if not e <= worst:
+            worst = e
+    return worst
 
 
 # Reconstruction tolerance per compute dtype: fp32 is the contract; half precisions round each write.
@@ -84,13 +117,23 @@ class Trace:
         self.capture = capture
         self.norm = norm
         self.token_ids: list[int] = capture.token_ids.tolist()
-        self.tokens: list[str] = model.token_strings(self.token_ids)
+        # labels faithful to the bytes (models/tokens.py): "<E6 97>" for a piece of a character
+        self.tokens: list[str] = model.token_labels(self.token_ids)
+        self.token_bytes: list[str] = [b.hex() for b in model.token_bytes(self.token_ids)]  # hex, per token
         self._attn_rows: list[dict[int, AttentionRow]] = [{} for _ in capture.layers]
         self._ffn_rows: list[dict[int, FfnRow]] = [{} for _ in capture.layers]
         self._parallel = [self.adapter.spec(i).parallel for i in range(self.adapter.n_layers)]
         self._predictions: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # k -> (ids, probs) [T, k]
         self._unsaved: set[tuple[str, int, int]] = set()  # rows computed since the store last saw them
         self.on_new_rows: Callable[[Trace], None] | None = None  # the store's writer, when one is attached
+
+    def __repr__(self) -> str:
+        from ..models.tokens import rebuild_text
+
+        text = rebuild_text(self.tokens)
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        return (f"<routelens.Trace {self.model.name!r}, {self.n_positions} tokens {shown!r}, "
+                f"{self.n_layers} layers, L{self.norm} proximity>")
 
     # ---- the residual stream ---------------------------------------------------------------
     @property
@@ -166,6 +209,20 @@ class Trace:
                 cache[pos] = FfnRow(resid=float(imp.resid[k]), ffn=float(imp.ffn[k]), degenerate=bool(imp.degenerate[k]))
                 self._unsaved.add(("ffn", layer, pos))
         return {p: cache[q] for p, q in zip(positions, index)}
+
+    def bias_share(self, kind: str, layer: int, pos: int) -> float | None:
+        """The share of a node's value that no incoming edge carries (docs/graph-format.md): the
+        attention output bias `b_O` for a node after attention and for a parallel block's output,
+        0 for a sequential block's output (its parts are `m` and the FFN write, `b_out` inside the
+        latter), None for an embedding (no parts) or an FFN node (not a residual node)."""
+        if kind not in ("attn", "block"):
+            return None
+        layer, pos = self.check_layer(layer), self.position(pos)
+        if kind == "block" and not self.is_parallel(layer):
+            return 0.0
+        if kind == "attn" and self.is_parallel(layer):
+            raise InvalidArgumentError("a parallel block has no node after attention")
+        return self.attention_rows(layer, [pos])[pos].bias
 
     # ---- routes --------------------------------------------------------------------------------
     def graph(self, target: int | str | list[int] = -1, threshold: float = 0.04, *,
@@ -255,8 +312,11 @@ class Trace:
             final = self.resid(self.n_layers)
             ids, values = [], []
             for start in range(0, self.n_positions, chunk):
-                probs = vocab.logit_lens(self.adapter, final[start : start + chunk]).softmax(-1)
-                v, i = probs.topk(min(k, probs.shape[-1]), dim=-1)
+                logits = vocab.logit_lens(self.adapter, final[start : start + chunk])
+                bad = (~torch.isfinite(logits)).any(-1).nonzero()  # fp16 unembedding overflow: no NaN probability
+                if bad.numel():
+                    raise self._not_finite(None, start + int(bad[0, 0]), "logits", logits[int(bad[0, 0])])
+                v, i = logits.softmax(-1).topk(min(k, logits.shape[-1]), dim=-1)
                 ids.append(i.cpu())
                 values.append(v.float().cpu())
             self._predictions[k] = (torch.cat(ids), torch.cat(values))
@@ -265,25 +325,27 @@ class Trace:
         ids_t, values_t = self._predictions[k]
         out: list[list[dict]] = []
         for row_ids, row_values in zip(ids_t.tolist(), values_t.tolist()):
-            names = self.model.token_strings(row_ids)
-            out.append([{"token": n, "id": i, "prob": p} for n, i, p in zip(names, row_ids, row_values)])
+            names, raw = self.model.token_strings(row_ids), self.model.token_bytes(row_ids)
+            out.append([{"token": n, "id": i, "prob": p, "bytes": b.hex()}
+                        for n, i, p, b in zip(names, row_ids, row_values, raw)])
         return out
 
     def top_tokens(self, kind: str, layer: int, pos: int, k: int = 10, *, apply_norm: bool = True) -> list[dict]:
         """Logit lens of a node: top tokens with probability and rank change vs the node below."""
-        logits = vocab.logit_lens(self.adapter, self.node_value(kind, layer, pos), apply_norm=apply_norm)
+        logits = self._lens(kind, layer, pos, apply_norm)
         probs = logits.softmax(-1)
         ids, _ = vocab.top_k(probs, k)
         prev = self.previous_node(kind, layer if kind != "embed" else 0)
         prev_ranks: list[int | None] = [None] * len(ids)
         if prev is not None:
-            prev_logits = vocab.logit_lens(self.adapter, self.node_value(prev[0], prev[1], pos), apply_norm=apply_norm)
+            prev_logits = self._lens(prev[0], prev[1], pos, apply_norm)
             prev_ranks = list(vocab.ranks_of(prev_logits, ids))
-        names = self.model.token_strings(ids)
+        names, raw = self.model.token_strings(ids), self.model.token_bytes(ids)
         return [
             {
                 "token": name,
                 "id": tid,
+                "bytes": raw[rank].hex(),
                 "prob": float(probs[tid]),
                 "rank": rank,
                 "rank_change": (prev_rank - rank) if prev_rank is not None else None,
@@ -291,19 +353,38 @@ class Trace:
             for rank, (tid, name, prev_rank) in enumerate(zip(ids, names, prev_ranks))
         ]
 
-    def _effect_tokens(self, node: torch.Tensor, write: torch.Tensor, k: int) -> dict[str, list[dict]]:
+    def _not_finite(self, layer: int | None, pos: int, part: str, values: torch.Tensor) -> NonFiniteError:
+        """The error for a view of a (finite) trace that overflowed the model's dtype."""
+        dtype = next(self.adapter.model.parameters()).dtype
+        message = non_finite_message(layer, pos, part, values, dtype, consequence="so it cannot be shown")
+        return NonFiniteError(message, layer=layer, pos=pos, part=part)
+
+    def _lens(self, kind: str, layer: int, pos: int, apply_norm: bool) -> torch.Tensor:
+        """The logit lens of a node, finite (the unembedding runs in the model's dtype: fp16 can overflow)."""
+        logits = vocab.logit_lens(self.adapter, self.node_value(kind, layer, pos), apply_norm=apply_norm)
+        if bool(torch.isfinite(logits).all()):
+            return logits
+        where = None if kind == "embed" else layer
+        raise self._not_finite(where, self.position(pos), f"logit lens of the {kind} node", logits)
+
+    def _effect_tokens(self, node: torch.Tensor, write: torch.Tensor, k: int, layer: int = 0,
+                       pos: int = -1) -> dict[str, list[dict]]:
         effect = vocab.direct_effect(self.adapter, node, write)
+        if not bool(torch.isfinite(effect).all()):
+            raise self._not_finite(layer, self.position(pos), "direct effect of the write on the logits", effect)
         k = min(k, effect.shape[-1])  # a vocabulary smaller than k: all of it
         top_vals, top_ids = effect.topk(k)
         low_vals, low_ids = (-effect).topk(k)
         return {
             "promoted": [
-                {"token": t, "id": i, "effect": float(v)}
-                for t, i, v in zip(self.model.token_strings(top_ids.tolist()), top_ids.tolist(), top_vals)
+                {"token": t, "id": i, "effect": float(v), "bytes": b.hex()}
+                for t, i, v, b in zip(self.model.token_strings(top_ids.tolist()), top_ids.tolist(), top_vals,
+                                      self.model.token_bytes(top_ids.tolist()))
             ],
             "suppressed": [
-                {"token": t, "id": i, "effect": float(-v)}
-                for t, i, v in zip(self.model.token_strings(low_ids.tolist()), low_ids.tolist(), low_vals)
+                {"token": t, "id": i, "effect": float(-v), "bytes": b.hex()}
+                for t, i, v, b in zip(self.model.token_strings(low_ids.tolist()), low_ids.tolist(), low_vals,
+                                      self.model.token_bytes(low_ids.tolist()))
             ],
         }
 
@@ -320,7 +401,7 @@ class Trace:
             node = self.resid(layer + 1)[pos] if part == "ffn" or self.is_parallel(layer) else self.mid(layer)[pos]
         else:
             raise InvalidArgumentError(f"part must be attn, ffn or block, not {part!r}")
-        return self._effect_tokens(node.float(), write, k)
+        return self._effect_tokens(node.float(), write, k, layer, pos)
 
     def head_write(self, layer: int, pos: int, head: int) -> torch.Tensor:
         """One head's whole write into `pos` (all sources, post-norm scale applied, bias excluded)."""
@@ -333,7 +414,7 @@ class Trace:
     def head_write_tokens(self, layer: int, pos: int, head: int, k: int = 10) -> dict[str, list[dict]]:
         write = self.head_write(layer, pos, head)
         node = self.resid(layer + 1)[pos] if self.is_parallel(layer) else self.mid(layer)[pos]
-        return self._effect_tokens(node.float(), write, k)
+        return self._effect_tokens(node.float(), write, k, layer, pos)
 
     def neurons(self, layer: int, pos: int, k: int = 20) -> list[dict]:
         """Top FFN neurons at a position by importance, with their signed activations."""
@@ -362,19 +443,19 @@ class Trace:
         write = parts.columns[:, neuron] * parts.coef[neuron]
         if parts.scale is not None:
             write = write * parts.scale
-        return self._effect_tokens(self.resid(layer + 1)[pos].float(), write, k)
+        return self._effect_tokens(self.resid(layer + 1)[pos].float(), write, k, layer, pos)
 
     def importance_sums_error(self) -> float:
         """Largest |sum of a node's importances (bias share included) - 1| over the full route."""
         self.graph(target=-1, threshold=0.0)
-        worst = 0.0
+        gaps = []
         for layer in range(self.n_layers):
             for row in self._attn_rows[layer].values():
                 total = row.resid + float(row.heads.sum()) + row.bias + (row.ffn or 0.0)
-                worst = max(worst, abs(total - 1.0))
+                gaps.append(abs(total - 1.0))
             for frow in self._ffn_rows[layer].values():
-                worst = max(worst, abs(frow.resid + frow.ffn - 1.0))
-        return worst
+                gaps.append(abs(frow.resid + frow.ffn - 1.0))
+        return worst_error(gaps)  # NaN when any sum is NaN: a caller comparing `<= tol` then fails
 
     # ---- exactness --------------------------------------------------------------------------------
     def check(self) -> CheckReport:

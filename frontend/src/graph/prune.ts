@@ -154,7 +154,7 @@ function lists(p: Prepared, tau: number, node: Uint8Array, edge: Uint8Array): Pr
   return { tau, node, edge, nodeList, edgeList, counts };
 }
 
-/** The graph JSON (routelens.graph/1) of a pruned view, for export. */
+/** The graph JSON of a pruned view, for export (the schema of the graph it came from, /2 or /1; nodes keep their bias shares). */
 export function prunedGraph(p: Prepared, pr: Pruned): Graph {
   return {
     ...p.graph,

@@ -13,7 +13,7 @@ import { zoom, zoomIdentity, type ZoomBehavior, type ZoomTransform } from "d3-zo
 import type { EdgeKind, Prediction, Selection } from "../types";
 import { type Prepared, type Pruned, routeThrough, keepUntilOf } from "./prune";
 import { type Layout, levelOf, levelY, nodeXY, edgePath } from "./layout";
-import { h, svg, tokenText, truncate, num, pct, clamp } from "../ui/dom";
+import { bytesNote, h, svg, tokenText, truncate, num, pct, clamp } from "../ui/dom";
 
 export const COLORS = {
   attn: "#0072B2",
@@ -804,6 +804,11 @@ export class GraphView {
     return `‘${truncate(tokenText(this.tokens[pos] ?? "?"), 24)}’ (${pos})`;
   }
 
+  /** A token's bytes for a tooltip (the graph's `token_bytes`), "" when the graph has none. */
+  private tokBytes(pos: number): string {
+    return bytesNote(this.p?.graph.token_bytes?.[pos]);
+  }
+
   private nodeTooltip(i: number): HTMLElement {
     const n = this.p!.nodes[i];
     const inc = Array.from(this.p!.incoming[i]).filter((e) => this.pr!.edge[e]);
@@ -817,11 +822,15 @@ export class GraphView {
       "div",
       null,
       h("div", { class: "tt-title" }, `${KIND_NAME[n.kind]} · ${layerText}`),
-      h("div", null, "token ", h("b", null, this.tokLabel(n.pos))),
+      h("div", null, "token ", h("b", null, this.tokLabel(n.pos)), h("span", { class: "muted" }, this.tokBytes(n.pos))),
       h("div", { class: "tt-dim" }, `node ${n.id}`),
       n.degenerate ? h("div", { class: "tt-warn" }, "degenerate: parts cancel, importances fall back to norms") : null,
       rows.length ? h("div", { class: "tt-sub" }, `incoming in route (${inc.length})`) : null,
       rows,
+      // attn and block nodes of /2 graphs: the share no edge carries (edges in + bias = 1)
+      n.bias !== undefined && n.bias > 0
+        ? h("div", { class: "tt-row", "data-testid": "tt-bias" }, h("span", { class: "kind-dot k-bias" }), "bias b_O (no source token)", h("b", null, num(n.bias)))
+        : null,
       h("div", { class: "tt-hint" }, n.kind === "ffn" ? "click: neurons" : "click: top tokens"),
     );
   }
@@ -1414,6 +1423,7 @@ export class GraphView {
         const g = this.xLabel(used++);
         g.setAttribute("transform", `translate(${sx.toFixed(1)},0)`);
         g.setAttribute("data-pos", String(i));
+        g.setAttribute("data-token", this.tokens[i] ?? "");
         g.removeAttribute("display");
         const [posT, tokT] = g.children as unknown as SVGTextElement[];
         posT.textContent = String(i);
@@ -1421,7 +1431,7 @@ export class GraphView {
         g.classList.toggle("is-target", i === this.targetPos);
         const pred = this.predictions[i]?.[0];
         (g.lastElementChild as SVGTitleElement).textContent =
-          `position ${i}: ${JSON.stringify(this.tokens[i] ?? "")}` + (pred ? `\nnext: ${JSON.stringify(pred.token)} ${pct(pred.prob)}` : "") + "\nclick: route to this position";
+          `position ${i}: ${JSON.stringify(this.tokens[i] ?? "")}${this.tokBytes(i)}` + (pred ? `\nnext: ${JSON.stringify(pred.token)} ${pct(pred.prob)}${bytesNote(pred.bytes)}` : "") + "\nclick: route to this position";
       }
     }
     for (let i = used; i < this.xLabels.length; i++) this.xLabels[i].setAttribute("display", "none");

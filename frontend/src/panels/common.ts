@@ -1,10 +1,16 @@
 // Pieces shared by the inspector panels.
 
 import type { Effect, Effects } from "../types";
-import { h, num, tokenSpan } from "../ui/dom";
+import { bytesNote, h, num, tokenSpan } from "../ui/dom";
+import type { PanelCtx } from "./context";
 
 export const POS = "#0072B2"; // promoted / positive activation
 export const NEG = "#D55E00"; // suppressed / negative activation
+
+/** The prompt's token at `pos` as a span, its bytes on hover (from the graph's `token_bytes`). */
+export function posToken(ctx: PanelCtx, pos: number): HTMLSpanElement {
+  return tokenSpan(ctx.tokens[pos] ?? "?", "tok", false, ctx.graph()?.p.graph.token_bytes?.[pos]);
+}
 
 export function panelShell(testid: string, kicker: string, title: (Node | string)[], onClose: () => void): { root: HTMLElement; body: HTMLElement } {
   const body = h("div", { class: "panel-body" });
@@ -43,8 +49,8 @@ function effectRows(list: Effect[], sign: 1 | -1, max: number): HTMLElement {
     list.map((e) =>
       h(
         "li",
-        { title: `${JSON.stringify(e.token)} (id ${e.id}): ${sign > 0 ? "+" : ""}${e.effect}`, "data-effect": e.effect },
-        tokenSpan(e.token, "tok", true),
+        { title: `${JSON.stringify(e.token)} (id ${e.id}${bytesNote(e.bytes)}): ${sign > 0 ? "+" : ""}${e.effect}`, "data-effect": e.effect },
+        tokenSpan(e.token, "tok", true, e.bytes),
         h("span", { class: "ebar", style: `width:${Math.max(2, (Math.abs(e.effect) / max) * 100).toFixed(1)}%;background:${sign > 0 ? POS : NEG}` }),
         h("span", { class: "evalue" }, (e.effect > 0 ? "+" : "") + num(e.effect, 2)),
       ),

@@ -5,8 +5,8 @@
 
 import type { EdgeInfo, HeadInfo } from "../types";
 import { qs } from "../api";
-import { h, num, pct, tokenSpan } from "../ui/dom";
-import { effectsView, errorBox, loadingBox, panelShell, section } from "./common";
+import { h, num, pct } from "../ui/dom";
+import { effectsView, errorBox, loadingBox, panelShell, posToken, section } from "./common";
 import { attnTargetId, type PanelCtx } from "./context";
 import { heatmap } from "./heatmap";
 
@@ -16,7 +16,7 @@ export function headPanel(ctx: PanelCtx, edge: { layer: number; source: number; 
   const { root, body } = panelShell(
     "head-panel",
     `Attention edge · layer ${edge.layer}`,
-    [tokenSpan(ctx.tokens[edge.source] ?? "?"), h("span", { class: "muted" }, ` ${edge.source} → `), tokenSpan(ctx.tokens[edge.target] ?? "?"), h("span", { class: "muted" }, ` ${edge.target}`)],
+    [posToken(ctx, edge.source), h("span", { class: "muted" }, ` ${edge.source} → `), posToken(ctx, edge.target), h("span", { class: "muted" }, ` ${edge.target}`)],
     ctx.close,
   );
   const list = h("div", { class: "heads" }, loadingBox());

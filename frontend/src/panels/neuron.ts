@@ -3,12 +3,12 @@
 
 import type { Effects, FfnInfo } from "../types";
 import { qs } from "../api";
-import { h, num, tokenSpan, tokenText, truncate } from "../ui/dom";
-import { NEG, POS, effectsView, errorBox, loadingBox, panelShell, section } from "./common";
+import { h, num, tokenText, truncate } from "../ui/dom";
+import { NEG, POS, effectsView, errorBox, loadingBox, panelShell, posToken, section } from "./common";
 import type { NodeRef, PanelCtx } from "./context";
 
 export function neuronPanel(ctx: PanelCtx, node: NodeRef): HTMLElement {
-  const { root, body } = panelShell("neuron-panel", `FFN · layer ${node.layer}`, [tokenSpan(ctx.tokens[node.pos] ?? "?"), h("span", { class: "muted" }, ` pos ${node.pos}`)], ctx.close);
+  const { root, body } = panelShell("neuron-panel", `FFN · layer ${node.layer}`, [posToken(ctx, node.pos), h("span", { class: "muted" }, ` pos ${node.pos}`)], ctx.close);
   const g = ctx.graph();
   let routeWeight: number | null = null;
   if (g) {

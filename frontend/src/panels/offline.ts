@@ -5,8 +5,8 @@
 
 import type { Selection } from "../types";
 import { type Prepared, type Pruned, parseEdgeKey } from "../graph/prune";
-import { h, num, pct, tokenSpan } from "../ui/dom";
-import { panelShell, section } from "./common";
+import { h, num, pct } from "../ui/dom";
+import { panelShell, posToken, section } from "./common";
 import { parseNodeId, type PanelCtx } from "./context";
 import { connections } from "./token";
 
@@ -78,7 +78,7 @@ export function offlinePanel(ctx: PanelCtx, sel: Selection, source: string, how:
     if (!ref || ref.pos >= ctx.tokens.length) return null;
     const ffn = ref.kind === "ffn";
     const layerText = ref.kind === "embed" ? "" : ` · layer ${ref.layer}`;
-    const { root, body } = panelShell(ffn ? "neuron-panel" : "token-panel", KICKER[ref.kind] + layerText, [tokenSpan(ctx.tokens[ref.pos] ?? "?"), h("span", { class: "muted" }, ` pos ${ref.pos}`)], ctx.close);
+    const { root, body } = panelShell(ffn ? "neuron-panel" : "token-panel", KICKER[ref.kind] + layerText, [posToken(ctx, ref.pos), h("span", { class: "muted" }, ` pos ${ref.pos}`)], ctx.close);
     root.classList.add("offline");
     root.dataset.offline = "1";
     const i = g?.p.byId.get(ref.id);
@@ -99,7 +99,7 @@ export function offlinePanel(ctx: PanelCtx, sel: Selection, source: string, how:
   const { root, body } = panelShell(
     "head-panel",
     `Attention edge · layer ${layer}`,
-    [tokenSpan(ctx.tokens[s.pos] ?? "?"), h("span", { class: "muted" }, ` ${s.pos} → `), tokenSpan(ctx.tokens[t.pos] ?? "?"), h("span", { class: "muted" }, ` ${t.pos}`)],
+    [posToken(ctx, s.pos), h("span", { class: "muted" }, ` ${s.pos} → `), posToken(ctx, t.pos), h("span", { class: "muted" }, ` ${t.pos}`)],
     ctx.close,
   );
   root.classList.add("offline");

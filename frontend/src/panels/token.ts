@@ -5,7 +5,7 @@
 import type { NodeInfo } from "../types";
 import { qs } from "../api";
 import { append, h, num, pct, tokenSpan, tokenText, truncate } from "../ui/dom";
-import { effectsView, errorBox, loadingBox, panelShell, section } from "./common";
+import { effectsView, errorBox, loadingBox, panelShell, posToken, section } from "./common";
 import type { NodeRef, PanelCtx } from "./context";
 import { parseNodeId } from "./context";
 
@@ -26,7 +26,7 @@ function rankChange(rc: number | null): HTMLElement {
 
 export function tokenPanel(ctx: PanelCtx, node: NodeRef): HTMLElement {
   const layerText = node.kind === "embed" ? "" : ` · layer ${node.layer}`;
-  const { root, body } = panelShell("token-panel", KICKER[node.kind] + layerText, [tokenSpan(ctx.tokens[node.pos] ?? "?"), h("span", { class: "muted" }, ` pos ${node.pos}`)], ctx.close);
+  const { root, body } = panelShell("token-panel", KICKER[node.kind] + layerText, [posToken(ctx, node.pos), h("span", { class: "muted" }, ` pos ${node.pos}`)], ctx.close);
 
   const normBox = h("input", { type: "checkbox", checked: ctx.lensNorm });
   const content = h("div", null, loadingBox());
@@ -55,7 +55,7 @@ export function tokenPanel(ctx: PanelCtx, node: NodeRef): HTMLElement {
                 "tr",
                 { "data-rank": t.rank, "data-prob": t.prob },
                 h("td", { class: "muted" }, String(t.rank + 1)),
-                h("td", null, tokenSpan(t.token, "tok", true)),
+                h("td", null, tokenSpan(t.token, "tok", true, t.bytes)),
                 h("td", { class: "prob" }, h("span", { class: "pbar", style: `width:${Math.max(1, t.prob * 100).toFixed(1)}%` }), h("span", { class: "pval" }, pct(t.prob))),
                 h("td", null, rankChange(t.rank_change)),
               ),
@@ -120,10 +120,35 @@ function connectionsBody(ctx: PanelCtx, node: NodeRef, g: NonNullable<ReturnType
   const inc = Array.from(g.p.incoming[i]).filter((e) => g.pr.edge[e]);
   const out = Array.from(g.p.outgoing[i]).filter((e) => g.pr.edge[e]);
   const hidden = g.p.incoming[i].length - inc.length;
+  // the weights shown add up: drawn edges + bias share + the lighter edges below the threshold = 1
+  // (the bias share comes with /2 graphs, on attn and block nodes: docs/graph-format.md)
+  const bias = g.p.nodes[i].bias;
+  const drawn = inc.reduce((a, e) => a + g.p.edges[e].weight, 0);
+  const rest = bias === undefined ? null : Math.max(0, 1 - bias - drawn);
+  const biasRow =
+    bias !== undefined && bias > 0
+      ? h(
+          "li",
+          { class: "conn conn-bias", "data-testid": "bias-share", "data-bias": String(bias), title: "the attention output bias b_O: part of this node that comes from no token, so no edge carries it" },
+          h("span", { class: "kind-dot k-bias" }),
+          h("span", { class: "conn-text" }, "bias b_O (no source token)"),
+          h("span", { class: "conn-bar" }, h("span", { style: `width:${Math.max(2, bias * 100).toFixed(1)}%`, class: "k-bias" })),
+          h("span", { class: "conn-w" }, num(bias)),
+        )
+      : null;
+  const lighter =
+    rest !== null
+      ? rest >= 0.0005 || hidden > 0
+        ? h("div", { class: "muted small", "data-testid": "below-threshold" }, `${num(rest)} in lighter incoming edges below the threshold${hidden > 0 ? ` (${hidden} of them fetched: lower the threshold to draw them)` : ""}.`)
+        : null
+      : hidden > 0
+        ? h("div", { class: "muted small" }, `${hidden} lighter incoming edge${hidden > 1 ? "s" : ""} below the threshold (lower it to draw them).`)
+        : null;
   return section(
     "In the route",
     inc.length ? h("ul", { class: "conns" }, inc.map((e) => row(e, "in"))) : h("div", { class: "muted small" }, node.kind === "embed" ? "Embeddings have no incoming edges." : "No incoming edge above the threshold."),
-    hidden > 0 ? h("div", { class: "muted small" }, `${hidden} lighter incoming edge${hidden > 1 ? "s" : ""} below the threshold (lower it to draw them).`) : null,
+    biasRow ? h("ul", { class: "conns" }, biasRow) : null,
+    lighter,
     out.length ? h("ul", { class: "conns" }, out.map((e) => row(e, "out"))) : null,
   );
 }

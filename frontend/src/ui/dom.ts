@@ -37,9 +37,19 @@ export function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs?: Record
 
 const WS: Record<string, string> = { " ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\u00a0": "⍽" };
 
-/** A token with its whitespace made visible (one mark per space, newline, tab). */
+/** A byte group of a token label: bytes that are not (yet) a character, "<E6 97>"
+ * (routelens/models/tokens.py). Its spaces are not the token's: they are shown as they are. */
+const BYTE_GROUP = /<(?:[0-9A-F]{2} )*(?:[89A-F][0-9A-F]|3C)(?: [0-9A-F]{2})*>/; // a byte 80-FF (or 3C): "<17>" is text
+
+/** A label cut into its text and its byte groups (odd indices: the groups). */
+function labelParts(t: string): string[] {
+  return t.split(/(<(?:[0-9A-F]{2} )*(?:[89A-F][0-9A-F]|3C)(?: [0-9A-F]{2})*>)/);
+}
+
+/** A token with its whitespace made visible (one mark per space, newline, tab); byte groups as they are. */
 export function tokenText(t: string): string {
   if (t === "") return "∅";
+  if (BYTE_GROUP.test(t)) return labelParts(t).map((part, i) => (i % 2 ? part : part && tokenText(part))).join("");
   let out = "";
   for (const ch of t) {
     const code = ch.codePointAt(0)!;
@@ -50,9 +60,18 @@ export function tokenText(t: string): string {
   return out;
 }
 
-/** A token as a span: whitespace marks are dimmed, the text is monospace. */
-export function tokenSpan(t: string, cls = "tok", hook = false): HTMLSpanElement {
-  const span = h("span", { class: cls, title: JSON.stringify(t), "data-token": hook ? t : undefined });
+/** A token's bytes for a tooltip: hex "e697" (the API's `token_bytes` / `bytes`) as " · bytes E6 97";
+ * "" when they are unknown. A token's label shows a piece of a character as its bytes, "<E6 97>"
+ * (routelens/models/tokens.py); the bytes tell tokens with the same text apart. */
+export function bytesNote(hex?: string | null): string {
+  if (typeof hex !== "string") return "";
+  const pairs = hex.toUpperCase().match(/../g) ?? [];
+  return ` · bytes ${pairs.length ? pairs.join(" ") : "none"}`;
+}
+
+/** A token as a span: whitespace marks are dimmed, the text is monospace; its bytes on hover. */
+export function tokenSpan(t: string, cls = "tok", hook = false, bytes?: string | null): HTMLSpanElement {
+  const span = h("span", { class: cls, title: JSON.stringify(t) + bytesNote(bytes), "data-token": hook ? t : undefined });
   if (t === "") {
     span.append(h("span", { class: "ws" }, "∅"));
     return span;
@@ -62,6 +81,12 @@ export function tokenSpan(t: string, cls = "tok", hook = false): HTMLSpanElement
     if (run) span.append(run);
     run = "";
   };
+  const parts = labelParts(t);
+  if (parts.length > 1) {
+    // byte groups dimmed like whitespace marks: bytes of a character that is not whole here
+    parts.forEach((part, i) => (i % 2 ? span.append(h("span", { class: "ws bytes" }, part)) : part && span.append(...tokenSpan(part).childNodes)));
+    return span;
+  }
   for (const ch of t) {
     const code = ch.codePointAt(0)!;
     if (WS[ch] || code < 32 || code === 127) {
