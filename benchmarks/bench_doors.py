@@ -54,8 +54,12 @@ class HealthProbe:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.ms.append(call(self.base + "/api/health", timeout=30)[2] * 1000)
-            except OSError:
+                status, _, secs = call(self.base + "/api/health", timeout=30)
+                if status == 200:
+                    self.ms.append(secs * 1000)
+                else:
+                    self.failed += 1
+            except (OSError, ValueError):  # refused, reset, or an answer that is not JSON
                 self.failed += 1
             self._stop.wait(0.05)
 

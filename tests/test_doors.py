@@ -269,3 +269,33 @@ def test_get_requests_never_load_a_model(folder):
         assert client.app.state.registry.slots == {}
         r = client.get("/api/models/load", params={"model": "tiny"})
         assert r.status_code == 405 and client.app.state.registry.slots == {}
+
+
+# ---- tokens cannot be guessed at speed (review of issue 9's fixes) ------------------------------------
+def test_wrong_tokens_past_the_limit_are_refused_unread(folder):
+    with client_for(folder, access_token=TOKEN, max_wrong_tokens_per_minute=5) as client:
+        ok = client.post("/api/login", json={"token": TOKEN})
+        name, value = ok.headers["set-cookie"].split(";", 1)[0].split("=", 1)
+        client.cookies.clear()
+        for _ in range(5):
+            assert client.post("/api/login", json={"token": "not-the-token"}).status_code == 401
+        for attempt in (client.post("/api/login", json={"token": TOKEN}),  # even the right one, while it lasts
+                        client.get("/api/config", headers={"authorization": f"Bearer {TOKEN}"}),
+                        client.get(f"/?token={TOKEN}", follow_redirects=False)):
+            status, code, message = error(attempt)
+            assert (status, code) == (429, "too_many_attempts") and "wait" in message
+            assert int(attempt.headers["retry-after"]) >= 1
+        client.cookies.set(name, value)  # a browser already logged in goes on
+        assert client.get("/api/config").status_code == 200
+
+
+def test_a_custom_name_never_evicts_a_loaded_model(folder, tmp_path):
+    save_tiny_model(tmp_path / "other", seed=33)
+    config = ServerConfig(models={"tiny": str(folder), "other": str(tmp_path / "other")}, default_model="tiny",
+                          store=False, allow_custom_models=True)
+    with TestClient(create_app(config, preload=False), base_url=LOCAL) as client:
+        registry = client.app.state.registry
+        assert registry.get("tiny", 60).state == "ready" and registry.get("other", 60).state == "ready"
+        status, code, message = error(client.post("/api/models/load", json={"model": "bogus/x"}))
+        assert (status, code) == (429, "busy") and "never replaces a loaded one" in message
+        assert set(registry.slots) == {"tiny", "other"}

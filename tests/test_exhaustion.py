@@ -83,8 +83,9 @@ def test_the_server_loads_two_tied_models_at_once_and_traces_both(tmp_path):
 # ---- 9. memory and size bounds, on by default --------------------------------------------------------------
 def test_memory_limits_are_on_by_default_and_sized_from_the_machine():
     config = ServerConfig()
-    assert config.max_trace_memory_mb == pytest.approx(machine_memory_mb() / 4, abs=1)
-    assert config.max_trace_cache_mb <= min(4096, machine_memory_mb() / 4) + 1
+    assert config.max_trace_cache_mb == int(max(64, min(4096, machine_memory_mb() / 4)))
+    # one trace at its peak: a quarter of the memory, and never more than the cache keeps (it keeps the newest)
+    assert config.max_trace_memory_mb == pytest.approx(min(machine_memory_mb() / 4, config.max_trace_cache_mb), abs=1)
     assert config.max_graph_edges > 0 and config.max_response_mb > 0
 
 
@@ -214,5 +215,33 @@ def test_slow_connections_are_closed_and_the_server_keeps_serving(folder):
         for s in slow:
             s.close()
         logging.getLogger("uvicorn.error").removeHandler(count)
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_a_stalled_login_body_is_cut_off_like_any_other(folder):
+    """The login endpoint reads its body itself: it too gets the body deadline (408), before any
+    token is looked at, so a thousand stalled logins cannot hold the server."""
+    import uvicorn
+
+    config = ServerConfig(models={"tiny": str(folder)}, default_model="tiny", store=False, body_timeout_s=1.0,
+                          access_token="s3cret-token-for-tests")
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(create_app(config, preload=False), "127.0.0.1", port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            s.sendall(b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 4000\r\n\r\n{")
+            answer = b""
+            while b"request_timeout" not in answer and (chunk := s.recv(4096)):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+    finally:
         server.should_exit = True
         thread.join(timeout=10)

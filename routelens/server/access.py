@@ -13,6 +13,7 @@ this, in origins.py.
 from __future__ import annotations
 
 import hmac
+import logging
 import ipaddress
 import json
 import os
@@ -20,7 +21,7 @@ import secrets
 import socket
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs
@@ -33,6 +34,10 @@ COOKIE = "routelens_session"
 PUBLIC_API = {"/api/health", "/api/login"}
 SESSION_SECONDS = 7 * 24 * 3600
 MAX_SESSIONS = 1000
+MAX_WRONG = 20  # wrong tokens per GUESS_WINDOW_S, from anyone, before guesses are refused unread
+GUESS_WINDOW_S = 60.0
+
+log = logging.getLogger("routelens.server")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -108,6 +113,35 @@ class Sessions:
             return True
 
 
+class Guesses:
+    """Counts wrong tokens: past `MAX_WRONG` in `GUESS_WINDOW_S` seconds, every guess (login,
+    `?token=`, a Bearer header) is answered 429 without being compared, so a token cannot be
+    found by trying thousands a second (valid session cookies keep working)."""
+
+    def __init__(self, max_wrong: int = MAX_WRONG) -> None:
+        self.max_wrong = max_wrong
+        self._wrong: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def _trim(self, now: float) -> None:
+        while self._wrong and now - self._wrong[0] > GUESS_WINDOW_S:
+            self._wrong.popleft()
+
+    def wait_s(self) -> int:
+        """Seconds until guesses are compared again (0: now)."""
+        now = time.monotonic()
+        with self._lock:
+            self._trim(now)
+            if len(self._wrong) < self.max_wrong:
+                return 0
+            return max(1, int(GUESS_WINDOW_S - (now - self._wrong[0])) + 1)
+
+    def wrong(self, client: Any) -> None:
+        with self._lock:
+            self._wrong.append(time.monotonic())
+        log.warning("a wrong access token was given (from %s)", client[0] if client else "?")
+
+
 def cookie_name(scope: Scope) -> str:
     """One cookie per port: two routelens servers on one host do not log each other out."""
     server = scope.get("server") or (None, None)
@@ -128,10 +162,23 @@ def _cookies(headers: dict[bytes, bytes]) -> dict[str, str]:
 
 
 class AccessMiddleware:
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], token: str) -> None:
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], token: str,
+                 max_wrong: int = MAX_WRONG) -> None:
         self.app = app
         self.token = token
         self.sessions = Sessions()
+        self.guesses = Guesses(max_wrong)
+
+    async def _too_many(self, send: Send, wait: int) -> None:
+        await self._send_json(send, 429, {"error": {"code": "too_many_attempts", "message": (
+            f"too many wrong access tokens were tried in the last minute; wait {wait} s, then give the right one")}},
+            [(b"retry-after", str(wait).encode())])
+
+    def _matches(self, given: str, scope: Scope) -> bool:
+        if token_matches(given, self.token):
+            return True
+        self.guesses.wrong(scope.get("client"))
+        return False
 
     async def _send_json(self, send: Send, status: int, body: dict[str, Any],
                          extra: tuple[tuple[bytes, bytes], ...] | list[tuple[bytes, bytes]] = ()) -> None:
@@ -148,12 +195,15 @@ class AccessMiddleware:
         headers = dict(scope.get("headers", []))
         cookie = cookie_name(scope)
         if path == "/api/login" and scope.get("method") == "POST":
-            await self._login(receive, send, cookie)
+            await self._login(scope, receive, send, cookie)
             return
         if not path.startswith("/api/") or path in PUBLIC_API:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             given = query.get("token", [None])[0]
-            if path == "/" and token_matches(given, self.token):  # a link with ?token= logs the browser in
+            if path == "/" and given is not None and (wait := self.guesses.wait_s()):
+                await self._too_many(send, wait)
+                return
+            if path == "/" and given is not None and self._matches(given, scope):  # ?token= logs the browser in
                 await send({"type": "http.response.start", "status": 303,
                             "headers": [(b"location", b"/"), cookie_header(cookie, self.sessions.new()),
                                         (b"content-length", b"0")]})
@@ -164,9 +214,16 @@ class AccessMiddleware:
         auth = headers.get(b"authorization", b"").decode("latin-1")
         given = auth[7:].strip() if auth.lower().startswith("bearer ") else None
         session = _cookies(headers).get(cookie)
-        if token_matches(given, self.token) or (given is None and self.sessions.valid(session)):
+        if given is None and self.sessions.valid(session):
             await self.app(scope, receive, send)
             return
+        if given is not None:
+            if wait := self.guesses.wait_s():
+                await self._too_many(send, wait)
+                return
+            if self._matches(given, scope):
+                await self.app(scope, receive, send)
+                return
         if given is not None:
             message = "wrong access token: ask whoever runs this server for the right one"
         elif session is not None:
@@ -176,7 +233,10 @@ class AccessMiddleware:
         await self._send_json(send, 401, {"error": {"code": "unauthorized", "message": message}},
                               [(b"www-authenticate", b'Bearer realm="routelens"')])
 
-    async def _login(self, receive: Receive, send: Send, cookie: str) -> None:
+    async def _login(self, scope: Scope, receive: Receive, send: Send, cookie: str) -> None:
+        if wait := self.guesses.wait_s():
+            await self._too_many(send, wait)
+            return
         body = b""
         while True:
             message = await receive()
@@ -187,7 +247,7 @@ class AccessMiddleware:
             given = json.loads(body or b"{}").get("token")
         except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, nested too deep
             given = None
-        if isinstance(given, str) and token_matches(given, self.token):
+        if isinstance(given, str) and self._matches(given, scope):
             await self._send_json(send, 200, {"ok": True}, [cookie_header(cookie, self.sessions.new())])
         else:
             await self._send_json(send, 401, {"error": {"code": "unauthorized", "message":

@@ -114,9 +114,10 @@ def create_app(config: ServerConfig, *, preload: bool = True,
     """The app for `config`; `preload` starts loading the default model (and compiling the L1
     kernel) at once; `report` is told each stage of every model load (see ModelRegistry)."""
     app = FastAPI(title="routelens", docs_url="/api/docs", openapi_url="/api/openapi.json")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, timeout=config.body_timeout_s)
     if config.access_token:
-        app.add_middleware(AccessMiddleware, token=config.access_token)
+        app.add_middleware(AccessMiddleware, token=config.access_token, max_wrong=config.max_wrong_tokens_per_minute)
+    # outside the token check, so a login's body is bounded in size and time like every other body
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, timeout=config.body_timeout_s)
     # added last, so the outermost check: which hosts and origins may talk to the server at all
     app.add_middleware(OriginMiddleware, policy=HostPolicy(config.bind_host, config.allowed_hosts, config.allowed_origins))
     traces = TraceCache(config.max_traces, config.max_trace_cache_mb * 2**20)

@@ -29,6 +29,21 @@ MAX_PROMPT_FILE_BYTES = 1_000_000
 MAX_PROMPTS = 10_000
 
 
+def _cgroup_limit_files() -> list[str]:
+    """This process's own cgroup memory limit files (v2, then v1), then the root ones."""
+    files = []
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":  # cgroup v2: "0::/user.slice/..."
+                files.append(f"/sys/fs/cgroup{path}/memory.max")
+            elif "memory" in controllers.split(","):
+                files.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+    except (OSError, ValueError):
+        pass
+    return files + ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+
+
 def machine_memory_mb() -> float:
     """Memory this process may use, in MiB: the machine's, or its cgroup's limit when lower."""
     total = 16 * 1024.0  # when nothing can be read
@@ -36,7 +51,7 @@ def machine_memory_mb() -> float:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     except (ValueError, OSError, AttributeError):
         pass
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for limit_file in _cgroup_limit_files():
         try:
             raw = Path(limit_file).read_text().strip()
         except OSError:
@@ -47,8 +62,9 @@ def machine_memory_mb() -> float:
 
 
 def default_trace_memory_mb() -> float:
-    """A quarter of the machine's memory for one trace (what it keeps plus its importances)."""
-    return round(machine_memory_mb() / 4)
+    """A quarter of the machine's memory for one trace at its peak, and no more than the trace
+    cache holds (the newest trace is always kept, so one trace must fit the cache's budget)."""
+    return round(min(machine_memory_mb() / 4, default_trace_cache_mb()))
 
 
 def default_trace_cache_mb() -> int:
@@ -101,6 +117,7 @@ class ServerConfig(BaseModel):
     max_export_edges: int = Field(200_000, ge=1)  # edges in one exported graph (the lower of the two applies)
     max_response_mb: float = Field(64, gt=0)  # one JSON answer (head matrices are sized before they are built)
     max_loaded_models: int = Field(2, ge=1)  # models in memory at once, the default one included
+    max_wrong_tokens_per_minute: int = Field(20, ge=1)  # then token guesses get 429 unread
     header_timeout_s: float = Field(10.0, gt=0)  # a request's headers must arrive whole within this
     body_timeout_s: float = Field(30.0, gt=0)  # and its body within this (408)
     max_queue: int = Field(8, ge=0)  # requests waiting for a busy device before 429

@@ -27,6 +27,7 @@ from ..errors import RoutelensError
 HEADER_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 5
 LOG_EVERY_S = 10.0
+MAX_CONNECTIONS = 4096  # each may hold a body of up to max_body_bytes for body_timeout_s: 4 GB at worst
 
 
 class TimedH11Protocol(H11Protocol):
@@ -88,6 +89,23 @@ class OncePerInterval(logging.Filter):
         return True
 
 
+def max_connections() -> int:
+    """Connections served at once (more are answered 503 at once): raise this process's limit on
+    open files to its hard limit, then keep a quarter of it for files, models and the store."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    except (ImportError, ValueError, OSError):
+        return 768
+    limit = 65536 if soft == resource.RLIM_INFINITY else soft
+    return max(64, min(MAX_CONNECTIONS, limit * 3 // 4))
+
+
 def uvicorn_config(app: Any, host: str, port: int, *, header_timeout: float = HEADER_TIMEOUT_S,
                    sock: socket.socket | None = None) -> Any:
     """The uvicorn configuration `routelens serve` runs with (also used by tests and benchmarks)."""
@@ -95,8 +113,10 @@ def uvicorn_config(app: Any, host: str, port: int, *, header_timeout: float = HE
 
     protocol = type("TimedH11", (TimedH11Protocol,), {"header_timeout": header_timeout})
     config = uvicorn.Config(app, host=host, port=port, http=protocol, log_level="warning",
-                            timeout_keep_alive=KEEP_ALIVE_S, server_header=False)
-    for name in ("uvicorn.error", "uvicorn.access", "uvicorn"):
+                            timeout_keep_alive=KEEP_ALIVE_S, server_header=False,
+                            limit_concurrency=max_connections())
+    # asyncio logs a failed accept() per attempt when descriptors run out: throttled like the rest
+    for name in ("uvicorn.error", "uvicorn.access", "uvicorn", "asyncio", "routelens"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, OncePerInterval) for f in logger.filters):
             logger.addFilter(OncePerInterval())

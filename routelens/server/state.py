@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import ForbiddenError, RoutelensError, UnknownModelError, UnsupportedArchitectureError
+from ..errors import ForbiddenError, RoutelensError, UnknownModelError
 from ..models.loading import HUB_ID, load
 from ..models.model import Model
 from ..trace.trace import Trace
@@ -110,7 +110,7 @@ class ModelRegistry:
                 self.slots.move_to_end(name)
                 return slot
             self.slots.pop(name, None)
-            evicted = self._make_room()
+            evicted = self._make_room(evict=not self.is_custom(name))
             slot = ModelSlot(name=name)
             self.slots[name] = slot
         for old in evicted:
@@ -119,17 +119,21 @@ class ModelRegistry:
         threading.Thread(target=self._load, args=(slot,), name=f"load-{name}", daemon=True).start()
         return slot
 
-    def _make_room(self) -> list[ModelSlot]:
-        """Inside the lock: drop failed slots, then the least recently used ready model that is
-        not the default, until one more fits; refuse when none can go."""
+    def _make_room(self, evict: bool = True) -> list[ModelSlot]:
+        """Inside the lock: drop failed slots, then (when `evict`) the least recently used ready
+        model that is not the default, until one more fits; refuse when none can go. A name any
+        client may type (a custom hub id) never evicts: it may well fail to load."""
         evicted = [self.slots.pop(n) for n, s in list(self.slots.items()) if s.state == "error"]
         while len(self.slots) >= self.max_loaded:
-            ready = [n for n, s in self.slots.items() if s.state == "ready" and n != self.config.default_model]
+            ready = [n for n, s in self.slots.items()
+                     if evict and s.state == "ready" and n != self.config.default_model]
             if not ready:
                 busy = ", ".join(f"{n} ({s.state})" for n, s in self.slots.items())
                 raise ModelsBusyError(
                     f"this server keeps at most {self.max_loaded} models in memory and all places are taken ({busy}); "
-                    "wait until the loading one is ready, then try again", retry_after=10)
+                    + ("wait until the loading one is ready, then try again" if evict else
+                       "a hub model typed here never replaces a loaded one: use one of the server's models, or try "
+                       "again when it restarts"), retry_after=10)
             evicted.append(self.slots.pop(ready[0]))
         return evicted
 
@@ -152,8 +156,7 @@ class ModelRegistry:
         except Exception as err:  # a broken checkpoint, out of memory, ...: report, keep serving
             if custom:  # a name any client may type: the answer tells nothing about this machine
                 log.warning("loading %r failed: %s: %s", slot.name, type(err).__name__, err)
-                known = isinstance(err, (UnsupportedArchitectureError, ForbiddenError))
-                slot.error = err if known else UnknownModelError(
+                slot.error = UnknownModelError(
                     f"could not load {slot.name!r}: it is not a model this server can fetch from the Hugging Face hub; "
                     "check the name (owner/name)")
             elif isinstance(err, RoutelensError):
