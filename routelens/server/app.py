@@ -245,7 +245,8 @@ def create_app(config: ServerConfig, *, preload: bool = True,
                 return trace, trace.predictions(k=5)
 
             trace, predictions = await on_model(request, slot, run)
-            entry = TraceEntry(trace_id=trace_id, slot=slot, trace=trace, predictions=predictions, nbytes=need)
+            kept = trace_bytes_estimate(model, len(ids), peak=False)  # what the cache holds, not the peak
+            entry = TraceEntry(trace_id=trace_id, slot=slot, trace=trace, predictions=predictions, nbytes=kept)
             traces.put(entry)
         trace = entry.trace
         timings = {

@@ -56,14 +56,15 @@ def device_key(device: str | torch.device) -> str:
 PEAK_FACTOR = 1.4
 
 
-def trace_bytes_estimate(model: Any, n_tokens: int) -> int:
+def trace_bytes_estimate(model: Any, n_tokens: int, *, peak: bool = True) -> int:
     """Peak memory of a trace of `n_tokens`: what it keeps (capture.py: ~8 residual-sized tensors, the neuron
     activations and the attention pattern per layer, fp32) plus the importances of a full route."""
     a, cfg = model.adapter, model.hf_model.config
     d_ffn = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * a.d_model
     per_layer = 8 * n_tokens * a.d_model + n_tokens * d_ffn + a.n_heads * n_tokens * n_tokens
     rows = a.n_heads * n_tokens * (n_tokens + 1)  # attention rows of every position, at most
-    return int(PEAK_FACTOR * 4 * a.n_layers * (per_layer + rows))
+    kept = 4 * a.n_layers * (per_layer + rows)
+    return int(PEAK_FACTOR * kept) if peak else kept
 
 
 def is_out_of_memory(err: BaseException) -> bool:
