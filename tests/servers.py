@@ -64,11 +64,41 @@ def running_server(*args: str, ready_model: str | None = "smollm2-135m-instruct"
             time.sleep(0.25)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a server process: politely, then for good."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@contextlib.contextmanager
+def served_in_thread(app: Any, **options: Any) -> Iterator[int]:
+    """Serve `app` in this process with `routelens serve`'s own uvicorn settings on a free port;
+    yields the port once it listens (the server's own `started` signal, bounded)."""
+    import threading
+
+    import uvicorn
+
+    from routelens.server.http import uvicorn_config
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert time.monotonic() < deadline, "the in-process server did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def chromium_path() -> str:

@@ -18,8 +18,7 @@ from fastapi.testclient import TestClient
 import routelens as rl
 from routelens.server.app import create_app
 from routelens.server.config import ServerConfig, machine_memory_mb
-from routelens.server.http import uvicorn_config
-from servers import LOCAL, free_port, hold_model_loads
+from servers import LOCAL, hold_model_loads, served_in_thread
 from tiny_models import save_tiny_model
 
 PROMPT = "the capital of france is paris"
@@ -174,67 +173,46 @@ class _Count(logging.Handler):
 
 
 def test_slow_connections_are_closed_and_the_server_keeps_serving(folder):
-    import uvicorn
-
     config = ServerConfig(models={"tiny": str(folder)}, default_model="tiny", store=False, body_timeout_s=1.0)
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(create_app(config, preload=False), "127.0.0.1", port, header_timeout=1.0))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     count = _Count()
     logging.getLogger("uvicorn.error").addHandler(count)
     slow: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        for _ in range(300):  # headers that never end (slowloris)
-            s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
-            slow.append(s)
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:  # the server still answers
-            s.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            assert s.recv(100).startswith(b"HTTP/1.1 200")
-        for s in slow:  # each slow connection is closed by the server (recv returns b"")
-            s.settimeout(60)
-            assert s.recv(100) == b""
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:  # a body that never arrives: 408
-            s.sendall(b"POST /api/trace HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 100\r\n\r\n{\"prompt\"")
-            answer = b""
-            while b"request_timeout" not in answer and (chunk := s.recv(4096)):  # until the body or EOF
-                answer += chunk
-            assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
-        for _ in range(200):  # garbage: answered 400, and the log does not grow a line per connection
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-                s.sendall(b"\x16\x03\x01 not http\r\n\r\n")
-                s.recv(100)
-        assert count.lines <= 5, count.lines
+        with served_in_thread(create_app(config, preload=False), header_timeout=1.0) as port:
+            for _ in range(300):  # headers that never end (slowloris)
+                s = socket.create_connection(("127.0.0.1", port))
+                s.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+                slow.append(s)
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:  # the server still answers
+                s.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                assert s.recv(100).startswith(b"HTTP/1.1 200")
+            for s in slow:  # each slow connection is closed by the server (recv returns b"")
+                s.settimeout(60)
+                assert s.recv(100) == b""
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:  # a body that never arrives: 408
+                s.sendall(b"POST /api/trace HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n{\"prompt\"")
+                answer = b""
+                while b"request_timeout" not in answer and (chunk := s.recv(4096)):  # until the body or EOF
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+            for _ in range(200):  # garbage: answered 400, and the log does not grow a line per connection
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                    s.sendall(b"\x16\x03\x01 not http\r\n\r\n")
+                    s.recv(100)
+            assert count.lines <= 5, count.lines
     finally:
         for s in slow:
             s.close()
         logging.getLogger("uvicorn.error").removeHandler(count)
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_a_stalled_login_body_is_cut_off_like_any_other(folder):
     """The login endpoint reads its body itself: it too gets the body deadline (408), before any
     token is looked at, so a thousand stalled logins cannot hold the server."""
-    import uvicorn
-
     config = ServerConfig(models={"tiny": str(folder)}, default_model="tiny", store=False, body_timeout_s=1.0,
                           access_token="s3cret-token-for-tests")
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(create_app(config, preload=False), "127.0.0.1", port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    with served_in_thread(create_app(config, preload=False)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
             s.sendall(b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                       b"Content-Length: 4000\r\n\r\n{")
@@ -242,6 +220,3 @@ def test_a_stalled_login_body_is_cut_off_like_any_other(folder):
             while b"request_timeout" not in answer and (chunk := s.recv(4096)):
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 408"), answer
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

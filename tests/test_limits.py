@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from routelens import interrupt
 from routelens.server.app import create_app
 from routelens.server.config import ServerConfig
-from servers import LOCAL, free_port
+from servers import LOCAL, served_in_thread
 from tiny_models import save_tiny_model
 
 WORDS = ["the", "capital", "of", "france", "is", "paris", "a", "b", "c"]
@@ -182,18 +182,8 @@ def test_the_time_limit_stops_work_and_the_next_request_succeeds(folder):
 
 
 def test_work_stops_when_the_client_goes_away(folder):
-    import uvicorn
-
     app = create_app(config_for(folder), preload=False)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    with served_in_thread(app) as port:
         slot = app.state.registry.get("tiny", 60)
         calls = [0]
         started = threading.Event()
@@ -218,9 +208,6 @@ def test_work_stops_when_the_client_goes_away(folder):
             assert time.monotonic() < deadline, "the work went on after the client left"
             time.sleep(0.02)
         assert calls[0] == 1, "the work went on after the client left"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_switching_models_lets_running_work_finish(folder, tmp_path):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from servers import stop
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -102,8 +104,4 @@ def _serve_as_written(folder: Path) -> None:
         with urllib.request.urlopen("http://127.0.0.1:8000/api/config", timeout=30) as r:
             assert json.loads(r.read())["default_model"] == "smollm2-135m-instruct"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
