@@ -309,10 +309,14 @@ class Reference:
             handles.append(nm.ffn_write_module.register_forward_hook(out_hook(i, "f_raw")))
             if nm.ffn_post is not None:
                 handles.append(nm.ffn_post.register_forward_hook(out_hook(i, "f")))
+        # transformers' own eager attention, whatever the model runs with (routelens installs its own)
+        before = self.model.config._attn_implementation
         try:
+            self.model.set_attn_implementation("eager")
             with torch.no_grad():
                 out = self.model(input_ids=torch.tensor([self.ids]), output_attentions=True, use_cache=False)
         finally:
+            self.model.set_attn_implementation(before)
             for h in handles:
                 h.remove()
         self.logits = _d(out.logits[0])

@@ -16,7 +16,6 @@ import torch
 
 import routelens as rl
 from routelens.store import TraceStore
-from routelens.store.codec import LAYER_FIELDS
 from routelens.store.store import parse_size
 
 import tiny_models
@@ -25,6 +24,8 @@ from tiny_models import PROMPT, TinyTokenizer, save_tiny_model
 from servers import LOCAL
 
 WORKER = Path(__file__).with_name("store_worker.py")
+# What a replayed layer holds (trace/capture.py LayerCapture), compared field by field.
+LAYER_FIELDS = ("resid_in", "attn_in", "attn_out", "attn_write", "ffn_in", "ffn_act", "ffn_out", "ffn_write", "resid_out")
 
 
 def tiny(seed: int = 0, revision: str | None = None, family: str = "llama") -> rl.Model:
@@ -34,14 +35,27 @@ def tiny(seed: int = 0, revision: str | None = None, family: str = "llama") -> r
 
 
 class ForwardCounter:
-    """Counts the model's forward passes (a hook on the whole network)."""
+    """Counts the model's forward passes: whole-network calls that run the first block's attention.
+    A replay of one layer (no whole-network call) and the pass that only records how blocks are
+    called (trace/capture.py `record_block_calls`: no block computes) are not forward passes."""
 
     def __init__(self, model: rl.Model) -> None:
         self.n = 0
-        model.hf_model.register_forward_pre_hook(self._hook)
+        self._inside = False
+        model.hf_model.register_forward_pre_hook(self._enter)
+        model.hf_model.register_forward_hook(self._leave)
+        model.adapter.spec(0).attn.register_forward_pre_hook(self._block)
 
-    def _hook(self, *_args) -> None:
-        self.n += 1
+    def _enter(self, *_args) -> None:
+        self._inside, self._counted = True, False
+
+    def _leave(self, *_args) -> None:
+        self._inside = False
+
+    def _block(self, *_args) -> None:
+        if self._inside and not self._counted:
+            self.n += 1
+            self._counted = True
 
 
 def graph_json(trace, **kw) -> str:
@@ -61,7 +75,10 @@ def assert_graphs_close(a: dict, b: dict, tol: float = 1e-6) -> None:
 def assert_same_capture(a, b) -> None:
     assert a.token_ids == b.token_ids
     assert torch.equal(a.capture.last_logits, b.capture.last_logits)
-    for la, lb in zip(a.capture.layers, b.capture.layers):
+    for i in range(a.capture.n_layers + 1):  # what the store keeps: the residual stream, bit for bit
+        assert torch.equal(a.capture.resid(i), b.capture.resid(i)), i
+    for la, lb in zip(a.capture.layers, b.capture.layers):  # and what is replayed from it
+        assert torch.equal(la.pattern, lb.pattern)
         for field in LAYER_FIELDS:
             x, y = getattr(la, field), getattr(lb, field)
             assert (x is None) == (y is None), field
@@ -79,9 +96,8 @@ def every_entry_reads_back(store: TraceStore) -> int:
         for e in store.entries():
             capture = store.open_capture(e.key, torch.device("cpu"), recompute=lambda: pytest.fail("recomputed"))
             assert capture is not None
-            for layer in capture.layers:
-                for field in LAYER_FIELDS:
-                    getattr(layer, field)
+            for i in range(capture.n_layers + 1):
+                capture.resid(i)
             assert capture.last_logits is not None
             n += 1
     return n

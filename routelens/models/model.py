@@ -32,9 +32,12 @@ class Model:
         self.tokenizer = tokenizer
         self.source = source
         self.adapter = adapter_for(hf_model)  # refuses unknown architectures before anything runs
-        # Attention patterns are read from the model's own computation; only eager returns them.
-        if getattr(hf_model.config, "_attn_implementation", "eager") != "eager":
-            hf_model.set_attn_implementation("eager")
+        # The model's own eager attention, a block of query rows at a time, recording what any
+        # pattern row needs (trace/attention.py): no heads x T x T tensor is ever whole.
+        from ..trace.attention import NAME, use_routelens_attention
+
+        if getattr(hf_model.config, "_attn_implementation", None) != NAME:
+            use_routelens_attention(hf_model)
         from ..store.identity import parameter_guard
 
         # the parameters as loaded: a stored trace is keyed by the weight files only while they match

@@ -28,7 +28,7 @@ def attention_node_importances(
     y = node.float()[idx]
     n_src = max(positions) + 1  # causal: no node reads a later source
     scale = parts.scale[idx] if parts.scale is not None else None
-    pattern, writes = parts.pattern[:, idx, :n_src], parts.head_writes[:, :n_src]
+    pattern, writes = parts.rows(idx)[:, :, :n_src], parts.head_writes[:, :n_src]
     resid_parts = resid_in.float()[idx]
     bias_write = None
     if parts.bias is not None:

@@ -1,8 +1,9 @@
 """Captures and importance rows to and from flat tensor dictionaries (safetensors files).
 
-A capture is written with each storage once (x[l+1] is both layer l's output and layer l+1's
-input) and read back lazily: a tensor is read and its CRC-32 checked the first time it is used,
-so a cached trace opens in milliseconds and a corrupted tensor is never handed out.
+A capture is its residual stream x[0..L] and last logits (trace/capture.py: everything else is
+replayed from them), written once and read back lazily: a tensor is read and its CRC-32 checked the
+first time it is used, so a cached trace opens in milliseconds and a corrupted tensor is never
+handed out.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..trace.capture import Capture, LayerCapture
+from ..trace.capture import Capture
 from ..trace.trace import AttentionRow, FfnRow
-
-LAYER_FIELDS = ("resid_in", "attn_in", "pattern", "attn_out", "attn_write", "ffn_in", "ffn_act", "ffn_out", "ffn_write", "resid_out")
 
 
 class CorruptEntryError(Exception):
@@ -27,30 +26,13 @@ def crc(t: torch.Tensor) -> int:
     return zlib.crc32(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else 0
 
 
-def _storage_key(t: torch.Tensor) -> tuple:
-    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
-
-
 def capture_tensors(capture: Capture) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The capture as {name: tensor} with every storage once, and {alias: stored name}."""
+    """The capture as {name: tensor}: "last_logits" and "resid.<i>" for x[i], i = 0..L (no aliases:
+    the format keeps the argument for the index's sake)."""
     tensors: dict[str, torch.Tensor] = {"last_logits": capture.last_logits.detach().cpu().contiguous()}
-    aliases: dict[str, str] = {}
-    seen: dict[tuple, str] = {}
-    for i, layer in enumerate(capture.layers):
-        fields: dict[str, torch.Tensor | None] = {f: getattr(layer, f) for f in LAYER_FIELDS}
-        if layer.routing is not None:
-            fields["routing_index"], fields["routing_weight"] = layer.routing
-        for field, t in fields.items():
-            if t is None:
-                continue
-            name = f"{i}.{field}"
-            key = _storage_key(t)
-            if key in seen:
-                aliases[name] = seen[key]
-                continue
-            seen[key] = name
-            tensors[name] = t.detach().cpu().contiguous()
-    return tensors, aliases
+    for i in range(capture.n_layers + 1):
+        tensors[f"resid.{i}"] = capture.resid(i).detach().cpu().contiguous()
+    return tensors, {}
 
 
 class LazySource:
@@ -101,56 +83,46 @@ class LazySource:
         self.fresh = self.recompute()
 
 
-class LazyLayer:
-    """A LayerCapture whose tensors are read from the store the first time they are used."""
+class _LazyResid:
+    """x[0..L] read from the store on first use."""
 
-    def __init__(self, source: LazySource, index: int) -> None:
+    def __init__(self, source: LazySource, n_layers: int) -> None:
         self._source = source
-        self._index = index
+        self._n = n_layers + 1
 
-    def __getattr__(self, field: str) -> Any:
-        if field.startswith("_") or field not in LAYER_FIELDS + ("routing",):
-            raise AttributeError(field)
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> torch.Tensor:
         src = self._source
         if src.fresh is None:
-            if field == "routing":
-                index = src.get(f"{self._index}.routing_index")
-                value: Any = None if index is None else (index, src.get(f"{self._index}.routing_weight"))
-            else:
-                value = src.get(f"{self._index}.{field}")
+            value = src.get(f"resid.{index}")
             if src.fresh is None:
-                if value is None and field not in ("ffn_act", "routing"):
-                    raise AttributeError(field)
+                if value is None:
+                    raise KeyError(f"resid.{index}")
                 return value
-        return getattr(src.fresh.layers[self._index], field)
+        return src.fresh.resid(index)
 
 
 class LazyCapture(Capture):
-    """A Capture backed by a LazySource (same fields; layers are LazyLayer objects)."""
+    """A Capture backed by a LazySource; its adapter is attached by the store (`adapter`)."""
 
     def __init__(self, source: LazySource, token_ids: list[int], n_layers: int, forward_seconds: float) -> None:
         self._source = source
-        self._token_ids = torch.tensor(token_ids, dtype=torch.long)
-        self._layers = [LazyLayer(source, i) for i in range(n_layers)]
-        self.forward_seconds = forward_seconds
-        self.extra = {"stored": True}
+        super().__init__(None, torch.tensor(token_ids, dtype=torch.long), _LazyResid(source, n_layers),
+                         torch.empty(0), forward_seconds=forward_seconds, extra={"stored": True})
 
-    @property  # type: ignore[override]
-    def token_ids(self) -> torch.Tensor:
-        return self._token_ids
-
-    @property  # type: ignore[override]
-    def layers(self) -> list[LayerCapture]:
-        if self._source.fresh is not None:
-            return self._source.fresh.layers
-        return self._layers  # type: ignore[return-value]
-
-    @property  # type: ignore[override]
+    @property
     def last_logits(self) -> torch.Tensor:
         t = self._source.get("last_logits")
         if self._source.fresh is not None:
             return self._source.fresh.last_logits
         return t  # type: ignore[return-value]
+
+    def block_calls(self):  # type: ignore[no-untyped-def]
+        if self._source.fresh is not None:
+            return self._source.fresh.block_calls()
+        return super().block_calls()
 
 
 # ---- importance rows ------------------------------------------------------------------------------

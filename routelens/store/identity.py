@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..models.model import Model
 
 # Bump when what a stored capture contains or means changes: old entries then simply miss.
-CAPTURE_FORMAT = 1
+CAPTURE_FORMAT = 2  # 2: the residual stream only (layers are replayed)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "_commit_hash", "transformers_version", "name_or_path"}
 

@@ -217,7 +217,7 @@ class TraceStore:
                     "INSERT INTO entries (key, file, size, tensors, aliases, token_ids, n_layers, model, identity, preview, "
                     "forward_seconds, created, last_used) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (key, file, size, json.dumps(checksums), json.dumps(aliases), json.dumps(capture.token_ids.tolist()),
-                     len(capture.layers), model, json.dumps(identity), preview[:200], capture.forward_seconds, now, now),
+                     capture.n_layers, model, json.dumps(identity), preview[:200], capture.forward_seconds, now, now),
                 )
             return doomed
 
@@ -350,6 +350,8 @@ class TraceStore:
         capture: Capture | None = self.open_capture(key, device, fresh)
         if capture is None:
             capture = fresh()
+        if capture.adapter is None:
+            capture.adapter = model.adapter  # a stored capture replays its layers with this model
         trace = Trace(model, capture, norm=norm)
         if getattr(capture, "extra", {}).get("stored"):
             read = []

@@ -1,16 +1,22 @@
-"""One forward pass with hooks that keep exactly what the decomposition needs.
+"""One forward pass that keeps what grows linearly in T, and a replay that rebuilds one layer.
 
-Per layer: the residual entering and leaving the block, the attention's normalised input, its
-pattern `A` (read from the model's own eager computation, so masks, sliding windows and
-soft-capping are whatever the model did), its output before and after any post-norm, the FFN's
-input, neuron activations (input of the output projection) and output before and after any
-post-norm. Nothing of shape T x T x d is kept.
+The forward pass keeps the residual stream `x[0..L]` ([T, d] per layer), how each block was
+called (its mask and rotary embeddings, shared by all layers of a kind), the last position's logits
+and a finiteness flag per part. Everything else a layer holds (normalised inputs, the attention's
+queries and keys, writes before and after post-norms, neuron activations, MoE routing) is rebuilt
+by running that block again on its stored input with the same call: the same module on the same
+numbers, so the same result. The attention pattern is never whole: `trace/attention.py` computes
+it a block of query rows at a time, and any rows again on demand. Memory is O(L x T x d) plus one
+layer's replay; no layers x heads x T x T tensor exists.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -18,30 +24,145 @@ from torch import nn
 from .. import interrupt
 from ..errors import NonFiniteError
 from ..models.adapters.base import Adapter
+from . import attention
+
+# Replayed layers kept per capture (a panel opened twice, a route then its heads), by bytes.
+REPLAY_CACHE_BYTES = 256 * 2**20
 
 
 @dataclass
 class LayerCapture:
+    """What one layer read and wrote, rebuilt by a replay of the block (tensors [T, ...])."""
+
     resid_in: torch.Tensor  # x[l]          [T, d]
     attn_in: torch.Tensor  # n[l]          [T, d]
-    pattern: torch.Tensor  # A             [H, T, T]
+    attention: attention.AttentionCall  # queries, keys, mask: any pattern rows on demand
     attn_out: torch.Tensor  # o before post-norm [T, d]
     attn_write: torch.Tensor  # a = post_norm(o) or o [T, d]
     ffn_in: torch.Tensor  # FFN input     [T, d]
     ffn_act: torch.Tensor | None  # neuron activations [T, d_ffn] (dense FFNs)
     ffn_out: torch.Tensor  # f before post-norm [T, d]
     ffn_write: torch.Tensor  # f = post_norm(f) or f [T, d]
-    resid_out: torch.Tensor  # x[l+1]        [T, d]
+    resid_out: torch.Tensor  # x[l+1] as the replay computed it [T, d]
     routing: tuple[torch.Tensor, torch.Tensor] | None = None  # MoE (expert index, weight) [T, k]
+
+    def pattern_rows(self, positions: torch.Tensor | list[int]) -> torch.Tensor:
+        """Attention pattern rows A[:, positions, :]: [H, P, T], the model's own numbers."""
+        return self.attention.pattern_rows(positions)
+
+    @property
+    def pattern(self) -> torch.Tensor:
+        """The whole pattern [H, T, T]: quadratic in T, for short prompts and checks."""
+        return self.attention.pattern()
+
+    def nbytes(self) -> int:
+        seen: set[int] = set()
+        total = 0
+        for t in (self.resid_in, self.attn_in, self.attn_out, self.attn_write, self.ffn_in, self.ffn_act,
+                  self.ffn_out, self.ffn_write, self.resid_out, self.attention.query, self.attention.key):
+            if t is not None and t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total += t.numel() * t.element_size()
+        return total
 
 
 @dataclass
+class BlockCall:
+    """How the model called one block, less the hidden states: mask, rotary, positions."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
 class Capture:
-    token_ids: torch.Tensor  # [T]
-    layers: list[LayerCapture]
-    last_logits: torch.Tensor  # the model's own logits at the last position [V]
-    forward_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    """The linear part of a forward pass; `layers[l]` replays layer l (cached, bounded)."""
+
+    def __init__(self, adapter: Adapter | None, token_ids: torch.Tensor, resid: Sequence[torch.Tensor],
+                 last_logits: torch.Tensor, forward_seconds: float = 0.0, calls: list[BlockCall] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.adapter = adapter
+        self._token_ids = token_ids
+        self._resid = resid
+        self._last_logits = last_logits
+        self.forward_seconds = forward_seconds
+        self.calls = calls
+        self.extra: dict[str, Any] = extra if extra is not None else {}
+        self.layers = Replays(self)
+
+    @property
+    def token_ids(self) -> torch.Tensor:
+        return self._token_ids
+
+    @property
+    def last_logits(self) -> torch.Tensor:
+        """The model's own logits at the last position [V]."""
+        return self._last_logits
+
+    @property
+    def n_layers(self) -> int:
+        return len(self._resid) - 1
+
+    def resid(self, index: int) -> torch.Tensor:
+        """x[index] [T, d] for index 0..L (0: embeddings; L: the last block's output)."""
+        return self._resid[index]
+
+    def block_calls(self) -> list[BlockCall]:
+        if self.calls is None:
+            assert self.adapter is not None, "a capture replays layers only with its model's adapter"
+            self.calls = record_block_calls(self.adapter, self.token_ids)
+        return self.calls
+
+    def kept_bytes(self) -> int:
+        """What this capture holds apart from replays: the residual stream and the calls' tensors."""
+        total = sum(t.numel() * t.element_size() for t in (self.resid(i) for i in range(self.n_layers + 1)))
+        seen: set[int] = set()
+        for call in self.calls or []:
+            for value in list(call.args) + list(call.kwargs.values()):
+                for t in value if isinstance(value, (tuple, list)) else (value,):
+                    if isinstance(t, torch.Tensor) and t.data_ptr() not in seen:
+                        seen.add(t.data_ptr())
+                        total += t.numel() * t.element_size()
+        return total
+
+
+class Replays:
+    """`capture.layers`: layer l rebuilt by replaying its block, the latest few kept (by bytes)."""
+
+    def __init__(self, capture: Capture, budget: int = REPLAY_CACHE_BYTES) -> None:
+        self.capture = capture
+        self.budget = budget
+        self._kept: OrderedDict[int, LayerCapture] = OrderedDict()
+        self._lock = threading.Lock()
+        self.replayed = 0  # how many replays ran (benchmarks and tests read it)
+
+    def __len__(self) -> int:
+        return self.capture.n_layers
+
+    def __iter__(self) -> Iterator[LayerCapture]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getitem__(self, index: int) -> LayerCapture:
+        if not isinstance(index, int) or not -len(self) <= index < len(self):
+            raise IndexError(f"layer {index!r} out of range 0..{len(self) - 1}")
+        index %= len(self)
+        with self._lock:
+            layer = self._kept.get(index)
+            if layer is not None:
+                self._kept.move_to_end(index)
+                return layer
+            layer = replay_layer(self.capture, index)
+            self.replayed += 1
+            self._kept[index] = layer
+            total = sum(x.nbytes() for x in self._kept.values())
+            while len(self._kept) > 1 and total > self.budget:
+                _, old = self._kept.popitem(last=False)
+                total -= old.nbytes()
+            return layer
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
 
 
 def _first(output: Any) -> torch.Tensor:
@@ -54,7 +175,7 @@ def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
     return kwargs["hidden_states"]
 
 
-def _flat(t: torch.Tensor, width: int | None = None) -> torch.Tensor:
+def _flat(t: torch.Tensor) -> torch.Tensor:
     """Drop the batch dimension (batch is always 1); OPT reshapes to [B*T, d] inside its FFN."""
     t = t.detach()
     if t.dim() == 3:
@@ -63,103 +184,185 @@ def _flat(t: torch.Tensor, width: int | None = None) -> torch.Tensor:
     return t
 
 
-def run_with_capture(adapter: Adapter, token_ids: torch.Tensor) -> Capture:
-    """Run the model once on `token_ids` ([T]) and return what every layer read and wrote."""
-    import time
+def _split_call(args: tuple, kwargs: dict) -> BlockCall:
+    if args:
+        return BlockCall(args=tuple(args[1:]), kwargs=dict(kwargs))
+    rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+    return BlockCall(args=(), kwargs=rest)
 
+
+def _layer_hooks(spec: Any, keep: dict[str, Any], on_tensor: Any) -> list[Any]:
+    """Hooks on one layer's modules: `on_tensor(key, tensor)` for every part, in computation order."""
+
+    def pre(key: str):
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            on_tensor(key, _flat(_hidden_arg(args, kwargs)))
+
+        return hook
+
+    def post(key: str):
+        def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
+            on_tensor(key, _flat(_first(output)))
+
+        return hook
+
+    def routing(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        index = args[1] if len(args) > 1 else kwargs["top_k_index"]
+        weight = args[2] if len(args) > 2 else kwargs["top_k_weights"]
+        keep["routing"] = (index.detach(), weight.detach())
+
+    handles = [
+        spec.attn.register_forward_pre_hook(pre("attn_in"), with_kwargs=True),
+        spec.attn.register_forward_hook(post("attn_out")),
+        spec.ffn.register_forward_pre_hook(pre("ffn_in"), with_kwargs=True),
+    ]
+    if spec.ffn_out is not None:
+        handles.append(spec.ffn_out.register_forward_pre_hook(pre("ffn_act"), with_kwargs=True))
+        handles.append(spec.ffn_out.register_forward_hook(post("ffn_out")))
+    else:
+        handles.append(spec.ffn.register_forward_hook(post("ffn_out")))
+    if spec.experts is not None:
+        handles.append(spec.experts.register_forward_pre_hook(routing, with_kwargs=True))
+    if spec.attn_post_norm is not None:
+        handles.append(spec.attn_post_norm.register_forward_hook(post("attn_write")))
+    if spec.ffn_post_norm is not None:
+        handles.append(spec.ffn_post_norm.register_forward_hook(post("ffn_write")))
+    return handles
+
+
+def run_with_capture(adapter: Adapter, token_ids: torch.Tensor) -> Capture:
+    """Run the model once on `token_ids` ([T]) and keep its residual stream (module docstring).
+
+    Raises NonFiniteError at the first layer, part and position holding NaN or infinity."""
     model = adapter.model
     specs = adapter.layers()
-    store: list[dict[str, torch.Tensor]] = [{} for _ in specs]
+    resid: list[torch.Tensor | None] = [None] * (len(specs) + 1)
+    calls: list[BlockCall | None] = [None] * len(specs)
+    flags: list[tuple[int, str, torch.Tensor]] = []  # (layer, part, finite?) in computation order
+    recorder = attention.Recorder(keep_calls=False)
     handles: list[Any] = []
 
-    def keep_input(i: int, key: str):
+    def block_in(i: int):
         def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            if key == "resid_in":
-                interrupt.check()  # a safe point before each block: a cancelled request stops here
-            store[i][key] = _flat(_hidden_arg(args, kwargs))
+            interrupt.check()  # a safe point before each block: a cancelled request stops here
+            x = _flat(_hidden_arg(args, kwargs))
+            resid[i] = x
+            calls[i] = _split_call(args, kwargs)
+            flags.append((i, "resid_in", _all_finite(x)))
 
         return hook
 
-    def keep_output(i: int, key: str):
+    def block_out(i: int):
         def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
-            store[i][key] = _flat(_first(output))
+            x = _flat(_first(output))
+            resid[i + 1] = x
+            flags.append((i, "resid_out", _all_finite(x)))
 
         return hook
 
-    def keep_attention(i: int):
-        def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
-            if not isinstance(output, (tuple, list)) or len(output) < 2 or output[1] is None:
-                raise RuntimeError(
-                    "the attention module returned no attention weights; routelens runs models "
-                    "with attn_implementation='eager' to read them"
-                )
-            store[i]["attn_out"] = _flat(output[0])
-            store[i]["pattern"] = output[1].detach()[0]
+    def part(i: int, spec: Any):
+        def on_tensor(key: str, t: torch.Tensor) -> None:
+            if key == "attn_out":  # the pattern was computed (and flagged) inside the attention
+                flags.extend((i, "pattern", f) for f in recorder.flags.pop(id(spec.attn), []))
+            flags.append((i, key, _all_finite(t)))
 
-        return hook
-
-    def keep_routing(i: int):
-        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            index = args[1] if len(args) > 1 else kwargs["top_k_index"]
-            weight = args[2] if len(args) > 2 else kwargs["top_k_weights"]
-            store[i]["routing"] = (index.detach(), weight.detach())
-
-        return hook
+        return on_tensor
 
     for i, spec in enumerate(specs):
-        handles.append(spec.block.register_forward_pre_hook(keep_input(i, "resid_in"), with_kwargs=True))
-        handles.append(spec.block.register_forward_hook(keep_output(i, "resid_out")))
-        handles.append(spec.attn.register_forward_pre_hook(keep_input(i, "attn_in"), with_kwargs=True))
-        handles.append(spec.attn.register_forward_hook(keep_attention(i)))
-        handles.append(spec.ffn.register_forward_pre_hook(keep_input(i, "ffn_in"), with_kwargs=True))
-        if spec.ffn_out is not None:
-            handles.append(spec.ffn_out.register_forward_pre_hook(keep_input(i, "ffn_act"), with_kwargs=True))
-            handles.append(spec.ffn_out.register_forward_hook(keep_output(i, "ffn_out")))
-        else:
-            handles.append(spec.ffn.register_forward_hook(keep_output(i, "ffn_out")))
-        if spec.experts is not None:
-            handles.append(spec.experts.register_forward_pre_hook(keep_routing(i), with_kwargs=True))
-        if spec.attn_post_norm is not None:
-            handles.append(spec.attn_post_norm.register_forward_hook(keep_output(i, "attn_write")))
-        if spec.ffn_post_norm is not None:
-            handles.append(spec.ffn_post_norm.register_forward_hook(keep_output(i, "ffn_write")))
+        handles.append(spec.block.register_forward_pre_hook(block_in(i), with_kwargs=True))
+        handles.extend(_layer_hooks(spec, {}, part(i, spec)))
+        handles.append(spec.block.register_forward_hook(block_out(i)))
 
     device = next(model.parameters()).device
     ids = token_ids.to(device)[None]
     try:
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), attention.recording(recorder):
             out = model(input_ids=ids, use_cache=False, **_keep_last_logits(model))
         seconds = time.perf_counter() - start
     finally:
         for handle in handles:
             handle.remove()
-
-    layers = []
-    for i, s in enumerate(store):
-        layers.append(
-            LayerCapture(
-                resid_in=s["resid_in"],
-                attn_in=s["attn_in"],
-                pattern=s["pattern"],
-                attn_out=s["attn_out"],
-                attn_write=s.get("attn_write", s["attn_out"]),
-                ffn_in=s["ffn_in"],
-                ffn_act=s.get("ffn_act"),
-                ffn_out=s["ffn_out"],
-                ffn_write=s.get("ffn_write", s["ffn_out"]),
-                resid_out=s["resid_out"],
-                routing=s.get("routing"),
-            )
-        )
-    capture = Capture(
-        token_ids=token_ids.cpu(),
-        layers=layers,
-        last_logits=out.logits[0, -1].detach(),
-        forward_seconds=seconds,
-    )
-    check_finite(capture, next(model.parameters()).dtype)
+    capture = Capture(adapter, token_ids.cpu(), resid, out.logits[0, -1].detach(), forward_seconds=seconds,
+                      calls=calls)  # type: ignore[arg-type]
+    flags.append((len(specs), "logits", _all_finite(capture.last_logits)))
+    _raise_first_non_finite(capture, flags, next(model.parameters()).dtype)
     return capture
+
+
+@torch.inference_mode()
+def replay_layer(capture: Capture, index: int) -> LayerCapture:
+    """Run block `index` again on its stored input with the call the model made: LayerCapture."""
+    adapter = capture.adapter
+    assert adapter is not None, "a capture replays layers only with its model's adapter"
+    spec = adapter.spec(index)
+    call = capture.block_calls()[index]
+    keep: dict[str, Any] = {}
+
+    def on_tensor(key: str, t: torch.Tensor) -> None:
+        keep[key] = t
+
+    handles = _layer_hooks(spec, keep, on_tensor)
+    recorder = attention.Recorder()
+    x = capture.resid(index)
+    device = next(spec.block.parameters()).device
+    try:
+        with attention.recording(recorder):
+            out = spec.block(x.to(device)[None], *call.args, **call.kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return LayerCapture(
+        resid_in=x,
+        attn_in=keep["attn_in"],
+        attention=recorder.calls[id(spec.attn)],
+        attn_out=keep["attn_out"],
+        attn_write=keep.get("attn_write", keep["attn_out"]),
+        ffn_in=keep["ffn_in"],
+        ffn_act=keep.get("ffn_act"),
+        ffn_out=keep["ffn_out"],
+        ffn_write=keep.get("ffn_write", keep["ffn_out"]),
+        resid_out=_flat(_first(out)),
+        routing=keep.get("routing"),
+    )
+
+
+@torch.inference_mode()
+def record_block_calls(adapter: Adapter, token_ids: torch.Tensor) -> list[BlockCall]:
+    """How the model calls each block for `token_ids`, without computing any block: each block's
+    forward is swapped for the identity while the model runs (embeddings, mask, rotary only).
+    Used for a capture read back from the store, which keeps no T x T mask."""
+    model = adapter.model
+    specs = adapter.layers()
+    calls: list[BlockCall | None] = [None] * len(specs)
+    handles = []
+    swapped: list[tuple[nn.Module, Any]] = []
+
+    def keep(i: int):
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            calls[i] = _split_call(args, kwargs)
+
+        return hook
+
+    def identity(*args: Any, **kwargs: Any) -> torch.Tensor:
+        return _hidden_arg(args, kwargs)
+
+    for i, spec in enumerate(specs):
+        handles.append(spec.block.register_forward_pre_hook(keep(i), with_kwargs=True))
+        swapped.append((spec.block, spec.block.__dict__.get("forward")))  # accelerate may have set one
+        spec.block.forward = identity
+    device = next(model.parameters()).device
+    try:
+        model(input_ids=token_ids.to(device)[None], use_cache=False, **_keep_last_logits(model))
+    finally:
+        for block, before in swapped:
+            if before is None:
+                del block.forward
+            else:
+                block.forward = before
+        for handle in handles:
+            handle.remove()
+    return calls  # type: ignore[return-value]
 
 
 # What the guard checks in each layer, in the order the block computes it, with the name an error
@@ -178,18 +381,16 @@ _PARTS = (
 )
 
 
-def _checked(capture: Capture) -> list[tuple[int | None, str, torch.Tensor]]:
-    """(layer, part, tensor) in computation order: embeddings, each block's parts, the logits."""
-    out: list[tuple[int | None, str, torch.Tensor]] = []
-    if capture.layers:
-        out.append((0, "embeddings", capture.layers[0].resid_in))
-    for i, layer in enumerate(capture.layers):
-        parts = [(name, getattr(layer, key)) for key, name in _PARTS if getattr(layer, key) is not None]
-        for k, (name, t) in enumerate(parts):
-            if not any(t is later for _, later in parts[k + 1:]):
-                out.append((i, name, t))
-    out.append((None, "logits", capture.last_logits))
-    return out
+_NAMES = dict(_PARTS)
+
+
+def _part_name(spec: Any, key: str) -> str:
+    """The name of a flagged part; an output that is also the write (no post-norm) is the write."""
+    if key == "attn_out" and spec.attn_post_norm is None:
+        key = "attn_write"
+    if key == "ffn_out" and spec.ffn_post_norm is None:
+        key = "ffn_write"
+    return _NAMES[key]
 
 
 def _all_finite(t: torch.Tensor) -> torch.Tensor:
@@ -214,27 +415,49 @@ def _first_position(t: torch.Tensor, part: str) -> int | None:
     return int(hits[0, 0]) if hits.numel() else None
 
 
-def check_finite(capture: Capture, dtype: torch.dtype) -> None:
-    """Raise NonFiniteError at the first layer, part and position where the captured forward pass
-    holds NaN or infinity (fp16 overflows above 65504). The happy path costs one reduction per
-    captured tensor and a single device sync for the whole model."""
-    checked = _checked(capture)
-    if not checked:
+def _raise_first_non_finite(capture: Capture, flags: list[tuple[int, str, torch.Tensor]], dtype: torch.dtype) -> None:
+    """Raise NonFiniteError at the first layer, part and position where the forward pass held NaN
+    or infinity (fp16 overflows above 65504). The happy path costs one reduction per part, taken
+    in the hooks, and a single device sync for the whole model; the layer at fault is replayed to
+    find the position."""
+    if not flags:
         return
-    device = checked[0][2].device
-    flags = torch.stack([_all_finite(t).to(device, non_blocking=True) for _, _, t in checked])
-    if bool(flags.all()):
+    device = flags[0][2].device
+    ok = torch.stack([f.to(device, non_blocking=True) for _, _, f in flags])
+    if bool(ok.all()):
         return
-    n = int(capture.token_ids.shape[0])
-    for (layer, part, t), ok in zip(checked, flags.tolist()):
-        if ok:
+    for (layer, key, _), good in zip(flags, ok.tolist()):
+        if good or (key == "resid_in" and layer > 0):  # x[l] was flagged as layer l-1's output
             continue
-        pos = _first_position(t, part)
+        if key == "logits":
+            t, name, at = capture.last_logits, "logits", None
+        elif key == "resid_in":
+            t, name, at = capture.resid(0), "embeddings", 0
+        elif key == "resid_out":
+            t, name, at = capture.resid(layer + 1), _NAMES["resid_out"], layer
+        else:
+            assert capture.adapter is not None
+            replayed = capture.layers[layer]
+            name, at = _part_name(capture.adapter.spec(layer), key), layer
+            t = _first_bad_rows(replayed.attention) if key == "pattern" else getattr(replayed, key)
+        pos = _first_position(t, name)
         if pos is None:
             continue  # only the sum overflowed (bf16 values near its maximum): all finite
-        if part == "logits":
-            pos = n - 1
-        raise NonFiniteError(non_finite_message(layer, pos, part, t, dtype), layer=layer, pos=pos, part=part)
+        if key == "logits":
+            pos = int(capture.token_ids.shape[0]) - 1
+        raise NonFiniteError(non_finite_message(at if key != "logits" else None, pos, name, t, dtype),
+                             layer=at if key != "logits" else None, pos=pos, part=name)
+
+
+def _first_bad_rows(call: attention.AttentionCall) -> torch.Tensor:
+    """The pattern's rows [H, k, T] from position 0 up to the first block holding a non-finite value."""
+    n = call.n_positions
+    rows = []
+    for part in torch.arange(n).split(attention.block_rows(call.query.shape[1], n)):
+        rows.append(call.pattern_rows(part).float().cpu())
+        if not bool(torch.isfinite(rows[-1]).all()):
+            break
+    return torch.cat(rows, dim=1)
 
 
 def non_finite_message(layer: int | None, pos: int, part: str, row: torch.Tensor, dtype: torch.dtype,

@@ -13,28 +13,38 @@ from dataclasses import dataclass
 import torch
 
 from ..models.adapters.base import Adapter
+from .attention import AttentionCall, block_rows
 from .capture import Capture, LayerCapture
 
 
 @dataclass
 class AttentionParts:
-    """Everything needed to form any part of one layer's attention write."""
+    """Everything needed to form any part of one layer's attention write. The pattern is read a
+    block of rows at a time from the layer's recorded attention call (never whole)."""
 
     head_writes: torch.Tensor  # U [H, T, d]: each head's write per unit of attention to source j
-    pattern: torch.Tensor  # A [H, T, T] fp32
+    call: AttentionCall  # queries, keys and mask of the layer: A[h, i, j] for any rows i
     bias: torch.Tensor | None  # b_O [d]
     scale: torch.Tensor | None  # post-norm scale s [T, d]
 
+    def rows(self, positions: list[int] | torch.Tensor) -> torch.Tensor:
+        """A[:, positions, :] in fp32: [H, P, T]."""
+        return self.call.pattern_rows(positions).float()
+
     def write(self) -> torch.Tensor:
-        """The sum of all parts: the attention write `a` [T, d]."""
-        out = torch.einsum("hij,hjd->id", self.pattern, self.head_writes)
+        """The sum of all parts: the attention write `a` [T, d], a block of rows at a time."""
+        n = self.head_writes.shape[1]
+        out = []
+        for block in torch.arange(n).split(block_rows(self.head_writes.shape[0], n)):
+            out.append(torch.einsum("hij,hjd->id", self.rows(block), self.head_writes))
+        write = torch.cat(out)
         if self.bias is not None:
-            out = out + self.bias
-        return out * self.scale if self.scale is not None else out
+            write = write + self.bias
+        return write * self.scale if self.scale is not None else write
 
     def head_write_at(self, pos: int) -> torch.Tensor:
-        """Each head's total write into position `pos`, post-norm scale applied, bias excluded: [H, d]."""
-        per_head = torch.einsum("hj,hjd->hd", self.pattern[:, pos], self.head_writes)
+        """Each head's total write into `pos`, post-norm scale applied, bias excluded: [H, d]."""
+        per_head = torch.einsum("hj,hjd->hd", self.rows([pos])[:, 0], self.head_writes)
         return per_head * self.scale[pos] if self.scale is not None else per_head
 
 
@@ -51,7 +61,7 @@ def attention_parts(adapter: Adapter, layer: LayerCapture, index: int) -> Attent
     scale = adapter.post_norm_scale(spec.attn_post_norm, layer.attn_out) if spec.attn_post_norm is not None else None
     return AttentionParts(
         head_writes=head_writes,
-        pattern=layer.pattern.float(),
+        call=layer.attention,
         bias=b_o.detach().float() if b_o is not None else None,
         scale=scale,
     )
@@ -127,9 +137,11 @@ def relative_error(rebuilt: torch.Tensor, actual: torch.Tensor) -> float:
 
 @torch.no_grad()
 def check_capture(adapter: Adapter, capture: Capture) -> list[dict[str, float]]:
-    """Per layer: how exactly the parts rebuild the attention write, FFN write and residual."""
+    """Per layer: how exactly the parts rebuild the attention write, FFN write and residual (the
+    residual against the forward pass's own x[l+1], the writes against the replay's)."""
     rows = []
-    for index, layer in enumerate(capture.layers):
+    for index in range(capture.n_layers):
+        layer = capture.layers[index]
         parts = attention_parts(adapter, layer, index)
         attn = parts.write()
         ffn = ffn_write(adapter, layer, index)
@@ -139,7 +151,8 @@ def check_capture(adapter: Adapter, capture: Capture) -> list[dict[str, float]]:
                 "layer": index,
                 "attention": relative_error(attn, layer.attn_write),
                 "ffn": relative_error(ffn, layer.ffn_write),
-                "residual": relative_error(resid, layer.resid_out),
+                # against the forward pass itself: proves the replay rebuilt what the model computed
+                "residual": relative_error(resid, capture.resid(index + 1)),
             }
         )
     return rows

@@ -120,8 +120,8 @@ class Trace:
         # labels faithful to the bytes (models/tokens.py): "<E6 97>" for a piece of a character
         self.tokens: list[str] = model.token_labels(self.token_ids)
         self.token_bytes: list[str] = [b.hex() for b in model.token_bytes(self.token_ids)]  # hex, per token
-        self._attn_rows: list[dict[int, AttentionRow]] = [{} for _ in capture.layers]
-        self._ffn_rows: list[dict[int, FfnRow]] = [{} for _ in capture.layers]
+        self._attn_rows: list[dict[int, AttentionRow]] = [{} for _ in range(capture.n_layers)]
+        self._ffn_rows: list[dict[int, FfnRow]] = [{} for _ in range(capture.n_layers)]
         self._parallel = [self.adapter.spec(i).parallel for i in range(self.adapter.n_layers)]
         self._predictions: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # k -> (ids, probs) [T, k]
         self._unsaved: set[tuple[str, int, int]] = set()  # rows computed since the store last saw them
@@ -138,7 +138,7 @@ class Trace:
     # ---- the residual stream ---------------------------------------------------------------
     @property
     def n_layers(self) -> int:
-        return len(self.capture.layers)
+        return self.capture.n_layers
 
     @property
     def n_positions(self) -> int:
@@ -149,9 +149,7 @@ class Trace:
 
     def resid(self, index: int) -> torch.Tensor:
         """`x[index]` for index in 0..n_layers: [T, d] (0 = embeddings)."""
-        if index == 0:
-            return self.capture.layers[0].resid_in
-        return self.capture.layers[index - 1].resid_out
+        return self.capture.resid(index)
 
     def mid(self, layer: int) -> torch.Tensor:
         """`m[layer] = x[layer] + a[layer]`, the node after attention of a sequential block."""
@@ -180,7 +178,7 @@ class Trace:
             cap = self.capture.layers[layer]
             parts = attention_parts(self.adapter, cap, layer)
             if self.is_parallel(layer):
-                node, ffn = cap.resid_out, cap.ffn_write
+                node, ffn = self.resid(layer + 1), cap.ffn_write
             else:
                 node, ffn = self.mid(layer), None
             imp = attention_node_importances(parts, missing, cap.resid_in, node, self.norm, ffn)
@@ -204,7 +202,7 @@ class Trace:
         missing = sorted({p for p in index if p not in cache})
         if missing:
             cap = self.capture.layers[layer]
-            imp = ffn_node_importances(missing, self.mid(layer), cap.ffn_write, cap.resid_out, self.norm)
+            imp = ffn_node_importances(missing, self.mid(layer), cap.ffn_write, self.resid(layer + 1), self.norm)
             for k, pos in enumerate(missing):
                 cache[pos] = FfnRow(resid=float(imp.resid[k]), ffn=float(imp.ffn[k]), degenerate=bool(imp.degenerate[k]))
                 self._unsaved.add(("ffn", layer, pos))
