@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", choices=["l1", "l2"], default="l1", help="proximity norm (default l1, the paper's)")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--top", type=_top, default=5, help=f"how many predictions to print, 1 to {MAX_TOP} (default 5)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the estimated memory and time of this trace and its route, and trace nothing")
     p.add_argument("--out", type=Path, default=None,
                    help="write the route graph here; the extension picks the format: .json .graphml .svg .png .html")
 
@@ -206,6 +208,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
         args.out = check_output_path(args.out)  # an unknown extension, a folder, an unwritable place: before the model loads
     store = _store(args)  # an unusable $ROUTELENS_STORE too
     model = _load(args)
+    if getattr(args, "dry_run", False):
+        return _dry_run(model, args)
     with step(f"tracing {len(args.prompt)} characters"):
         trace = model.trace(args.prompt, norm=1 if args.norm == "l1" else 2, chat=args.chat, store=store)
     target: int | str = args.target if args.target == "all" else _int_arg(str(args.target), "--target")
@@ -230,6 +234,21 @@ def cmd_trace(args: argparse.Namespace) -> int:
         with step(f"writing {args.out.name}"):
             write_graph(graph, args.out)
         out_console.print(f"wrote {args.out}")
+    return 0
+
+
+def _dry_run(model, args: argparse.Namespace) -> int:
+    """`trace --dry-run`: the estimate (trace/estimate.py) for this prompt on this model, nothing traced."""
+    from .trace.estimate import estimate
+
+    ids = model.tokenize(args.prompt, chat=args.chat)
+    est = estimate(model.adapter, len(ids))
+    mib = 2**20
+    out_console.print(
+        f"{model.name}, {len(ids)} tokens (estimate, nothing traced):\n"
+        f"  memory: about {est.peak_bytes / mib:,.0f} MiB at the peak, {est.kept_bytes / mib:,.0f} MiB kept by the trace\n"
+        f"  time:   about {est.forward_seconds:,.1f} s for the forward pass, {est.route_seconds:,.1f} s more for the route"
+    )
     return 0
 
 

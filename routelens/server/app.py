@@ -39,8 +39,8 @@ from .config import ServerConfig, read_prompt_file
 from .limits import BodyLimitMiddleware
 from .origins import HostPolicy, OriginMiddleware
 from .state import ModelRegistry, ModelSlot, TraceCache, TraceEntry, UnknownTraceError
-from .work import (MemoryBudgetError, OutOfMemoryError, QueueFullError, WorkQueue, compute, device_key,
-                   trace_bytes_estimate)
+from ..trace.estimate import Estimate, PeakMemory, estimate
+from .work import MemoryBudgetError, OutOfMemoryError, QueueFullError, WorkQueue, compute, device_key
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -234,19 +234,21 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             if len(ids) > config.prompt_token_limit:
                 raise PromptTooLongError(
                     f"the prompt has {len(ids)} tokens; this server traces at most {config.prompt_token_limit}: shorten it")
-            need = trace_bytes_estimate(model, len(ids))
-            if config.max_trace_memory_mb is not None and need > config.max_trace_memory_mb * 2**20:
-                raise MemoryBudgetError(
-                    f"a trace of {len(ids)} tokens on {name} needs about {need / 2**20:.0f} MiB; this server allows "
-                    f"{config.max_trace_memory_mb:g} MiB per trace (max_trace_memory_mb): shorten the prompt")
+            est = estimate(model.adapter, len(ids))
+            check_estimate(est, name)
 
-            def run() -> tuple[Any, list]:
-                trace = model.trace(ids.tolist(), norm=norm, store=None if config.store else False)
-                return trace, trace.predictions(k=5)
+            def run() -> tuple[Any, list, int | None]:
+                with PeakMemory(next(model.hf_model.parameters()).device) as peak:
+                    trace = model.trace(ids.tolist(), norm=norm, store=None if config.store else False)
+                    predictions = trace.predictions(k=5)
+                return trace, predictions, peak.peak_bytes
 
-            trace, predictions = await on_model(request, slot, run)
-            kept = trace_bytes_estimate(model, len(ids), peak=False)  # what the cache holds, not the peak
-            entry = TraceEntry(trace_id=trace_id, slot=slot, trace=trace, predictions=predictions, nbytes=kept)
+            trace, predictions, peak_bytes = await on_model(request, slot, run)
+            measured = {"peak_bytes": peak_bytes, "forward_seconds": round(trace.capture.forward_seconds, 4),
+                        "kept_bytes": trace.capture.kept_bytes()}
+            entry = TraceEntry(trace_id=trace_id, slot=slot, trace=trace, predictions=predictions,
+                               nbytes=est.kept_bytes,  # what the cache holds, not the peak
+                               estimate=est.to_dict(), measured=measured)
             traces.put(entry)
         trace = entry.trace
         timings = {
@@ -267,6 +269,42 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             "parallel": any(trace.is_parallel(layer) for layer in range(trace.n_layers)),
             "predictions": entry.predictions,
             "timings": timings,
+            "estimate": entry.estimate,  # trace/estimate.py, before it ran
+            "measured": entry.measured,  # the same figures, measured while it ran
+        }
+
+    def check_estimate(est: Estimate, name: str) -> None:
+        """Refuse (413) a trace the per-trace memory budget cannot hold, before it runs."""
+        if config.max_trace_memory_mb is not None and est.peak_bytes > config.max_trace_memory_mb * 2**20:
+            raise MemoryBudgetError(
+                f"a trace of {est.n_tokens} tokens on {name} needs about {est.peak_bytes / 2**20:.0f} MiB; this server "
+                f"allows {config.max_trace_memory_mb:g} MiB per trace (max_trace_memory_mb): shorten the prompt")
+
+    @app.post("/api/estimate")
+    async def estimate_trace(request: Request, body: TraceRequest) -> dict[str, Any]:
+        """What a trace of this prompt would cost (memory, time), and whether this server allows it."""
+        name = (body.model or config.default_model).strip()
+        if len(body.prompt) > config.max_user_string_length:
+            raise PromptTooLongError(
+                f"the prompt has {len(body.prompt)} characters; this server accepts at most {config.max_user_string_length}")
+        slot = await ready(request, name)
+        ids = slot.model.tokenize(body.prompt, chat=body.chat)
+        est = estimate(slot.model.adapter, len(ids))
+        why = None
+        if len(ids) > config.prompt_token_limit:
+            why = f"the prompt has {len(ids)} tokens; this server traces at most {config.prompt_token_limit}"
+        elif config.max_trace_memory_mb is not None and est.peak_bytes > config.max_trace_memory_mb * 2**20:
+            why = (f"it needs about {est.peak_bytes / 2**20:.0f} MiB; this server allows {config.max_trace_memory_mb:g} "
+                   "MiB per trace (max_trace_memory_mb)")
+        limit = config.max_trace_memory_mb
+        return {
+            "model": name,
+            "n_tokens": len(ids),
+            "estimate": est.to_dict(),
+            "limits": {"max_trace_memory_bytes": int(limit * 2**20) if limit is not None else None,
+                       "prompt_token_limit": config.prompt_token_limit},
+            "fits": why is None,
+            "why": why,
         }
 
     def use(trace_id: str) -> TraceEntry:
@@ -388,6 +426,13 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             })
 
         return Response(content=await on_model(request, entry.slot, work), media_type="application/json")
+
+    @app.get("/api/trace/{trace_id}/qk")
+    async def qk(request: Request, trace_id: str, layer: int, head: int, query: int, key: int,
+                 k: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
+        """Why a head attends (routes-math.md section 9): the score of one edge split into pairs of parts."""
+        entry = use(trace_id)
+        return await on_model(request, entry.slot, lambda: entry.trace.why_attends(layer, head, query, key).to_dict(k))
 
     @app.get("/api/trace/{trace_id}/ffn")
     async def ffn(request: Request, trace_id: str, layer: int, pos: int, k: int = Query(20, ge=1, le=200)) -> dict[str, Any]:

@@ -199,6 +199,8 @@ class TraceEntry:
     predictions: list[list[dict[str, Any]]] = field(default_factory=list)
     nbytes: int = 0  # what the trace holds in memory (estimated from its size)
     created: float = field(default_factory=time.time)
+    estimate: dict[str, Any] | None = None  # trace/estimate.py's figures, before it ran
+    measured: dict[str, Any] | None = None  # peak memory and forward time, measured while it ran
 
 
 class TraceCache:

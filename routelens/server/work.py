@@ -51,20 +51,13 @@ def device_key(device: str | torch.device) -> str:
     return str(d)
 
 
-# what a trace keeps, times this, is its peak while it is computed (temporaries of the forward pass
-# and of the importances): smollm2 at 1,500 tokens kept ~6.0 GB and peaked at 8.3 GB resident
-PEAK_FACTOR = 1.4
-
-
 def trace_bytes_estimate(model: Any, n_tokens: int, *, peak: bool = True) -> int:
-    """Peak memory of a trace of `n_tokens`: what it keeps (capture.py: ~8 residual-sized tensors, the neuron
-    activations and the attention pattern per layer, fp32) plus the importances of a full route."""
-    a, cfg = model.adapter, model.hf_model.config
-    d_ffn = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * a.d_model
-    per_layer = 8 * n_tokens * a.d_model + n_tokens * d_ffn + a.n_heads * n_tokens * n_tokens
-    rows = a.n_heads * n_tokens * (n_tokens + 1)  # attention rows of every position, at most
-    kept = 4 * a.n_layers * (per_layer + rows)
-    return int(PEAK_FACTOR * kept) if peak else kept
+    """Memory of a trace of `n_tokens` and one route on it (trace/estimate.py): its peak while it is
+    computed, or what a finished trace keeps (`peak=False`, what the trace cache counts)."""
+    from ..trace.estimate import estimate
+
+    est = estimate(model.adapter, n_tokens)
+    return est.peak_bytes if peak else est.kept_bytes
 
 
 def is_out_of_memory(err: BaseException) -> bool:

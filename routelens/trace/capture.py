@@ -27,7 +27,7 @@ from ..models.adapters.base import Adapter
 from . import attention
 
 # Replayed layers kept per capture (a panel opened twice, a route then its heads), by bytes.
-REPLAY_CACHE_BYTES = 256 * 2**20
+REPLAY_CACHE_BYTES = 64 * 2**20
 
 
 @dataclass

@@ -16,6 +16,7 @@ from .decompose import attention_parts, check_capture, neuron_parts
 
 if TYPE_CHECKING:
     from ..models.model import Model
+    from ..routes.qk import QKAttribution
     from ..routes.graph import RouteGraph
 
 
@@ -304,8 +305,11 @@ class Trace:
         """The model's own next-token prediction at `pos`: [(token, probability), ...]."""
         return [(t["token"], t["prob"]) for t in self.top_tokens("block", self.n_layers - 1, pos, k)]
 
-    def predictions(self, k: int = 5, chunk: int = 64) -> list[list[dict]]:
-        """The model's top-k next-token predictions at every position (vocab-sized logits in chunks)."""
+    def predictions(self, k: int = 5, chunk: int | None = None) -> list[list[dict]]:
+        """The model's top-k next-token predictions at every position: one batched projection of
+        the last residual stream, in blocks of `chunk` positions (default: ~32M logits a block)."""
+        if chunk is None:
+            chunk = max(16, (1 << 25) // max(1, self.adapter.vocab_size))
         if k not in self._predictions:
             final = self.resid(self.n_layers)
             ids, values = [], []
@@ -454,6 +458,27 @@ class Trace:
             for frow in self._ffn_rows[layer].values():
                 gaps.append(abs(frow.resid + frow.ffn - 1.0))
         return worst_error(gaps)  # NaN when any sum is NaN: a caller comparing `<= tol` then fails
+
+    def why_attends(self, layer: int, head: int, query: int, key: int) -> QKAttribution:
+        """Why head `head` of `layer` attends from `query` to `key`: its pre-softmax score split
+        exactly into (query part, key part) pairs (routes-math.md section 9, routes/qk.py)."""
+        from ..routes import qk
+
+        layer, query, key = self.check_layer(layer), self.position(query), self.position(key)
+        if not isinstance(head, int) or not 0 <= head < self.adapter.n_heads:
+            raise InvalidArgumentError(f"head {head!r} is out of range: the model has heads 0..{self.adapter.n_heads - 1}")
+        if key > query:
+            raise InvalidArgumentError(f"key {key} comes after query {query}: attention only reads earlier positions; "
+                                       "use a key at or before the query")
+        if qk.masked(self.capture.layers[layer].attention, query, key):
+            # a key at or before the query that the mask removes is outside a sliding window
+            window = getattr(self.adapter.spec(layer).attn, "sliding_window", None) or getattr(
+                self.adapter.config, "sliding_window", None)
+            why = f" of {window} positions" if isinstance(window, int) else ""
+            why = f": it lies outside the layer's sliding window{why}"
+            raise InvalidArgumentError(f"layer {layer} masks key {key} for query {query}{why}, so no head attends "
+                                       "there; pick a key the query can see")
+        return qk.attribute(self, layer, head, query, key)
 
     # ---- exactness --------------------------------------------------------------------------------
     def check(self) -> CheckReport:

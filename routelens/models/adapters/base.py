@@ -28,6 +28,7 @@ class LayerModules:
     ffn_post_norm: nn.Module | None = None
     parallel: bool = False  # attention and FFN both read the block input (Pythia, Phi, GPT-J)
     experts: nn.Module | None = None  # MoE: called as experts(hidden, top_k_index, top_k_weights)
+    attn_norm: nn.Module | None = None  # the norm whose output the attention reads (routes section 9)
 
 
 def linear_weight(module: nn.Module) -> torch.Tensor:

@@ -25,7 +25,8 @@ class LlamaAdapter(Adapter):
 
     def layers(self) -> list[LayerModules]:
         return [
-            LayerModules(block=layer, attn=layer.self_attn, ffn=layer.mlp, ffn_out=layer.mlp.down_proj)
+            LayerModules(block=layer, attn=layer.self_attn, ffn=layer.mlp, ffn_out=layer.mlp.down_proj,
+                         attn_norm=layer.input_layernorm)
             for layer in self.decoder_layers()
         ]
 
@@ -67,6 +68,7 @@ class GemmaAdapter(LlamaAdapter):
                     ffn_out=layer.mlp.down_proj,
                     attn_post_norm=layer.post_attention_layernorm if sandwich else None,
                     ffn_post_norm=layer.post_feedforward_layernorm if sandwich else None,
+                    attn_norm=layer.input_layernorm,
                 )
             )
         return specs

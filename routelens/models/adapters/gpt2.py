@@ -19,7 +19,7 @@ class GPT2Adapter(Adapter):
 
     def layers(self) -> list[LayerModules]:
         return [
-            LayerModules(block=b, attn=b.attn, ffn=b.mlp, ffn_out=b.mlp.c_proj)
+            LayerModules(block=b, attn=b.attn, ffn=b.mlp, ffn_out=b.mlp.c_proj, attn_norm=b.ln_1)
             for b in self.model.transformer.h
         ]
 

@@ -14,7 +14,7 @@ class GPTJAdapter(Adapter):
 
     def layers(self) -> list[LayerModules]:
         return [
-            LayerModules(block=b, attn=b.attn, ffn=b.mlp, ffn_out=b.mlp.fc_out, parallel=True)
+            LayerModules(block=b, attn=b.attn, ffn=b.mlp, ffn_out=b.mlp.fc_out, parallel=True, attn_norm=b.ln_1)
             for b in self.model.transformer.h
         ]
 

@@ -38,6 +38,7 @@ class MoEAdapter(LlamaAdapter):
                     ffn=layer.mlp,
                     ffn_out=None if experts is not None else layer.mlp.down_proj,
                     experts=experts,
+                    attn_norm=layer.input_layernorm,
                 )
             )
         return specs

@@ -16,7 +16,8 @@ class NeoXAdapter(Adapter):
         parallel = bool(getattr(self.config, "use_parallel_residual", True))
         return [
             LayerModules(
-                block=layer, attn=layer.attention, ffn=layer.mlp, ffn_out=layer.mlp.dense_4h_to_h, parallel=parallel
+                block=layer, attn=layer.attention, ffn=layer.mlp, ffn_out=layer.mlp.dense_4h_to_h, parallel=parallel,
+                attn_norm=layer.input_layernorm,
             )
             for layer in self.model.gpt_neox.layers
         ]

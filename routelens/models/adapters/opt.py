@@ -26,7 +26,8 @@ class OPTAdapter(Adapter):
     def layers(self) -> list[LayerModules]:
         # fc1 reads the FFN's normalised input; fc2's input is the neuron activation.
         return [
-            LayerModules(block=layer, attn=layer.self_attn, ffn=layer.fc1, ffn_out=layer.fc2)
+            LayerModules(block=layer, attn=layer.self_attn, ffn=layer.fc1, ffn_out=layer.fc2,
+                         attn_norm=layer.self_attn_layer_norm)
             for layer in self.decoder().layers
         ]
 

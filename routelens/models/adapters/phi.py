@@ -14,7 +14,8 @@ class PhiAdapter(Adapter):
 
     def layers(self) -> list[LayerModules]:
         return [
-            LayerModules(block=layer, attn=layer.self_attn, ffn=layer.mlp, ffn_out=layer.mlp.fc2, parallel=True)
+            LayerModules(block=layer, attn=layer.self_attn, ffn=layer.mlp, ffn_out=layer.mlp.fc2, parallel=True,
+                         attn_norm=layer.input_layernorm)
             for layer in self.model.model.layers
         ]
 
