@@ -1,4 +1,19 @@
-"""routelens: information-flow routes of language models, decomposed exactly."""
+"""routelens: information-flow routes of language models, decomposed exactly.
+
+Layers, lowest first. A module imports only modules of its own layer or of lower ones, and the
+imports form no circle (tests/test_layers.py reads every import and checks both):
+
+  0. base: errors, interrupt, prompts
+  1. model knowledge: models.adapters, models.adapters.*, models.tokens, models.catalog
+  2. capture and the exact parts of each write: trace.attention, trace.capture, trace.decompose, trace.estimate
+  3. the math over captured tensors: routes.kernels, routes.importance, routes.nodes, routes.vocab, routes.qk
+  4. graph files: export, export.*
+  5. route graphs: routes.graph
+  6. the traced prompt: trace.trace
+  7. persistent traces: store, store.*
+  8. loaded models: models.model, models.loading
+  9. what users call: routelens, __main__, cli, server, server.*
+"""
 
 from __future__ import annotations
 
@@ -17,7 +32,7 @@ from .errors import (
     UnknownModelError,
     UnsupportedArchitectureError,
 )
-from .export import load_graph
+from .routes.graph import load_graph
 from .models.loading import load, wrap
 from .models.model import Model
 from .store import TraceStore

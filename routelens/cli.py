@@ -239,13 +239,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 def _dry_run(model, args: argparse.Namespace) -> int:
     """`trace --dry-run`: the estimate (trace/estimate.py) for this prompt on this model, nothing traced."""
-    from .trace.estimate import estimate
-
-    ids = model.tokenize(args.prompt, chat=args.chat)
-    est = estimate(model.adapter, len(ids))
+    est = model.estimate(args.prompt, chat=args.chat)
     mib = 2**20
     out_console.print(
-        f"{model.name}, {len(ids)} tokens (estimate, nothing traced):\n"
+        f"{model.name}, {est.n_tokens} tokens (estimate, nothing traced):\n"
         f"  memory: about {est.peak_bytes / mib:,.0f} MiB at the peak, {est.kept_bytes / mib:,.0f} MiB kept by the trace\n"
         f"  time:   about {est.forward_seconds:,.1f} s for the forward pass, {est.route_seconds:,.1f} s more for the route"
     )

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 
-from routelens.routes.graph import SCHEMA_FILE
+from routelens.export.schema import SCHEMA_FILE
 from routelens.server.app import create_app
 from routelens.server.config import ServerConfig, load_config
 from servers import LOCAL

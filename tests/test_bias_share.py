@@ -20,7 +20,8 @@ import routelens as rl
 from routelens.errors import GraphFileError
 from routelens.export.graphml import to_graphml
 from routelens.prompts import prompt_lines
-from routelens.routes.graph import SCHEMA, SCHEMA_FILE, SCHEMA_V1, RouteGraph, validate_graph_dict
+from routelens.export.schema import SCHEMA, SCHEMA_FILE, SCHEMA_V1, validate_graph_dict
+from routelens.routes.graph import RouteGraph
 
 from reference import Reference, importances
 from tiny_models import FAMILIES, PROMPT, TinyTokenizer, save_tiny_gpt2

@@ -9,7 +9,7 @@ import sys
 import jsonschema
 import pytest
 
-from routelens.routes.graph import SCHEMA_FILE
+from routelens.export.schema import SCHEMA_FILE
 
 
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

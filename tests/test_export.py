@@ -19,7 +19,7 @@ import routelens as rl
 import tiny_models
 from routelens.export import GraphFileError, render, write_graph
 from routelens.export.drawing import scene_of
-from routelens.routes.graph import SCHEMA_FILE
+from routelens.export.schema import SCHEMA_FILE
 from servers import tiny_app
 from tiny_models import PROMPT, TinyTokenizer, save_tiny_model
 

@@ -470,7 +470,7 @@ def test_fuzz_trace(served, body, ascii_only):
             assert r.json()["error"]["code"] in ("prompt_too_long", "empty_prompt"), r.text
             return
         assert set(out) == {"trace_id", "model", "facts", "tokens", "token_bytes", "token_ids", "n_layers", "n_heads",
-                            "parallel", "predictions", "timings"}
+                            "parallel", "predictions", "timings", "estimate", "measured"}
         assert out["model"] == "tiny" and FACTS <= set(out["facts"]) and 1 <= len(out["tokens"]) <= MAX_TOKENS
         assert len(out["token_ids"]) == len(out["tokens"]) == len(out["predictions"])
         assert len(out["token_bytes"]) == len(out["tokens"])

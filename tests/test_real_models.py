@@ -7,7 +7,7 @@ import json
 import jsonschema
 import pytest
 
-from routelens.routes.graph import SCHEMA_FILE
+from routelens.export.schema import SCHEMA_FILE
 
 pytestmark = pytest.mark.slow
 

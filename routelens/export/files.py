@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GraphFileError, InvalidArgumentError, OutputFileError
-from ..routes.graph import RouteGraph, validate_graph_dict
+from .schema import validate_graph_dict
 
 FORMATS = {".json": "json", ".graphml": "graphml", ".svg": "svg", ".png": "png", ".html": "html", ".htm": "html"}
 MEDIA_TYPES = {"json": "application/json", "graphml": "application/graphml+xml", "svg": "image/svg+xml",
@@ -26,9 +26,9 @@ def format_of(path: str | Path) -> str:
     return FORMATS[suffix]
 
 
-def render(graph: RouteGraph | dict[str, Any], fmt: str) -> bytes:
-    """The graph in `fmt` (json, graphml, svg, png, html) as bytes."""
-    data = graph.to_dict() if isinstance(graph, RouteGraph) else graph
+def render(graph: Any, fmt: str) -> bytes:
+    """The graph (a RouteGraph, or its dictionary) in `fmt` (json, graphml, svg, png, html) as bytes."""
+    data = graph if isinstance(graph, dict) else graph.to_dict()
     if fmt == "json":
         return json.dumps(data, ensure_ascii=False).encode()
     if fmt == "graphml":
@@ -84,7 +84,7 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
-def write_graph(graph: RouteGraph | dict[str, Any], path: str | Path, fmt: str | None = None) -> Path:
+def write_graph(graph: Any, path: str | Path, fmt: str | None = None) -> Path:
     """Write `graph` to `path` in the format its extension names (or `fmt`), atomically: through a
     temporary file beside it that is removed whatever happens. A path that cannot be written
     raises OutputFileError."""
@@ -122,12 +122,13 @@ def write_bytes_atomically(path: str | Path, data: bytes) -> Path:
 
 def check_graph_dict(data: Any, where: str = "the file") -> dict[str, Any]:
     """Refuse what is not a routelens.graph/1 document, saying what is wrong and what to do
-    (routelens.routes.graph.validate_graph_dict)."""
+    (export/schema.py validate_graph_dict)."""
     return validate_graph_dict(data, where)
 
 
-def load_graph(path: str | Path) -> RouteGraph:
-    """Read a route graph JSON written by routelens (`--out x.json`, the web app's JSON export).
+def read_graph_dict(path: str | Path) -> dict[str, Any]:
+    """Read a route graph JSON written by routelens (`--out x.json`, the web app's JSON export)
+    as its dictionary (routes/graph.py `load_graph` makes a RouteGraph of it).
 
     The content is checked (node and edge kinds, edge ends, positions and layers, finite
     weights): a malformed file raises GraphFileError naming the offending node or edge."""
@@ -144,4 +145,4 @@ def load_graph(path: str | Path) -> RouteGraph:
         raise GraphFileError(f"{path.name} nests too deeply to be a route graph; give a route graph exported as .json") from None
     except OSError as err:
         raise GraphFileError(f"cannot read {path}: {_why(err)}") from None
-    return RouteGraph.from_dict(check_graph_dict(data, path.name), validate=False)
+    return check_graph_dict(data, path.name)

@@ -104,6 +104,13 @@ class Model:
         return torch.tensor(ids, dtype=torch.long)
 
     # ---- tracing ------------------------------------------------------------------------------
+    def estimate(self, prompt: str | list[int], *, chat: bool = False):
+        """What tracing `prompt` would cost, before it runs: an `Estimate` (trace/estimate.py) of the
+        peak and kept memory (bytes) and the forward and route times (seconds) on this machine."""
+        from ..trace.estimate import estimate
+
+        return estimate(self.adapter, len(self.tokenize(prompt, chat=chat)))
+
     def trace(self, prompt: str | list[int], *, norm: int = 1, chat: bool = False, store: Any = None):
         """Run the model once on `prompt` and return a Trace (importances are computed on demand).
 
