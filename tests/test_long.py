@@ -155,3 +155,14 @@ def test_server_estimate_and_budget(tmp_path):
         assert e["fits"] is False and "max_trace_memory_mb" in e["why"]
         r = c.post("/api/trace", json=body)
         assert r.status_code == 413 and "max_trace_memory_mb" in r.json()["error"]["message"]
+
+
+def test_the_time_estimate_learns_from_the_forward_passes_that_ran():
+    """After a trace, the forward-time estimate for its length is the time that pass took (the
+    median ratio of the passes seen: one here)."""
+    model = wrap("llama")
+    before = model.estimate(PROMPT).forward_seconds
+    trace = model.trace(PROMPT, store=False)
+    after = model.estimate(PROMPT).forward_seconds
+    assert after == pytest.approx(trace.capture.forward_seconds, rel=1e-9)
+    assert before > 0 and model.estimate(LONG).forward_seconds > after

@@ -136,7 +136,15 @@ class Model:
             raise InvalidArgumentError(
                 f"store must be None or True (the default trace store), False (no store) or a routelens.TraceStore, "
                 f"not {type(store).__name__} {store!r}")
+        from ..trace.estimate import record_forward
+
         ids = self.tokenize(prompt, chat=chat)
+
+        def run():  # a forward pass that ran now (not read from the store) teaches the time estimate
+            capture = run_with_capture(self.adapter, ids)
+            record_forward(self.adapter, len(ids), capture.forward_seconds)
+            return capture
+
         if chosen is None:
-            return Trace(self, run_with_capture(self.adapter, ids), norm=norm)
-        return chosen.trace(self, ids, norm, lambda: run_with_capture(self.adapter, ids))
+            return Trace(self, run(), norm=norm)
+        return chosen.trace(self, ids, norm, run)

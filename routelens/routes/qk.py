@@ -31,6 +31,7 @@ from torch import nn
 from ..errors import UnsupportedArchitectureError
 from ..models.adapters.base import Adapter
 from ..trace.attention import AttentionCall, Recorder, recording
+from ..trace.capture import model_lock
 
 if TYPE_CHECKING:
     from ..trace.trace import Trace
@@ -180,14 +181,16 @@ def attention_call(trace: Trace, layer: int) -> tuple[tuple, dict[str, Any]]:
         seen["args"], seen["kwargs"] = args, kwargs
         raise _Stop
 
-    handle = spec.attn.register_forward_pre_hook(hook, with_kwargs=True)
     device = next(spec.block.parameters()).device
-    try:
-        spec.block(trace.resid(layer).to(device)[None], *call.args, **call.kwargs)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
+    x = trace.resid(layer).to(device)[None]
+    with model_lock(trace.adapter.model):  # other threads' hooks must not see this run, nor it theirs
+        handle = spec.attn.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            spec.block(x, *call.args, **call.kwargs)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
     if "args" not in seen:
         raise UnsupportedArchitectureError(f"block {layer} never called its attention module")
     return seen["args"], seen["kwargs"]
@@ -247,14 +250,15 @@ class AttentionProbe:
                 return frozen[id(module)](inputs[0])
             return None
 
-        handles = [m.register_forward_hook(hook) for m in self.norms]
         recorder = Recorder()
-        try:
-            with recording(recorder):
-                self.attn(*args, **kwargs)
-        finally:
-            for h in handles:
-                h.remove()
+        with model_lock(self.adapter.model):
+            handles = [m.register_forward_hook(hook) for m in self.norms]
+            try:
+                with recording(recorder):
+                    self.attn(*args, **kwargs)
+            finally:
+                for h in handles:
+                    h.remove()
         call = recorder.calls.get(id(self.attn))
         if call is None:
             raise UnsupportedArchitectureError(

@@ -119,13 +119,15 @@ def eager_function(module: nn.Module) -> Callable[..., Any]:
 
 
 def routelens_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                        attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+                        attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The eager attention of the module's family, computed a block of query rows at a time:
-    output [1, T, H, dh] as eager returns it, and no weights (they are recomputed when asked)."""
+    output [1, T, H, dh] as eager returns it, and no weights (they are recomputed when asked).
+    Outside a routelens run (the user calling the wrapped model: generate, output_attentions,
+    batches) it is the eager function itself, weights included: the user's model works as before."""
     eager = eager_function(module)
-    if query.shape[0] != 1:
-        return eager(module, query, key, value, attention_mask, **kwargs)[0], None
     recorder = _active.get()
+    if recorder is None or query.shape[0] != 1:
+        return eager(module, query, key, value, attention_mask, **kwargs)
     n_heads, n_pos = query.shape[1], query.shape[2]
     outputs, flags = [], []
     for start in range(0, n_pos, block_rows(n_heads, key.shape[2])):
@@ -133,16 +135,14 @@ def routelens_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
         mask = attention_mask[:, :, start:stop] if attention_mask is not None else None
         out, weights = eager(module, query[:, :, start:stop], key, value, mask, **kwargs)
         outputs.append(out)
-        if recorder is not None:
-            flags.append(torch.isfinite(weights.sum(dtype=torch.float32)))
-    if recorder is not None:
-        recorder.flags[id(module)] = flags
-        if recorder.keep_calls:
-            recorder.calls[id(module)] = AttentionCall(
-                module=module, eager=eager, query=query.detach(), key=key.detach(), value_dtype=value.dtype,
-                mask=attention_mask.detach() if attention_mask is not None else None,
-                kwargs=dict(kwargs),  # passed again as given: the same eager code on the same inputs
-            )
+        flags.append(torch.isfinite(weights.sum(dtype=torch.float32)))
+    recorder.flags[id(module)] = flags
+    if recorder.keep_calls:
+        recorder.calls[id(module)] = AttentionCall(
+            module=module, eager=eager, query=query.detach(), key=key.detach(), value_dtype=value.dtype,
+            mask=attention_mask.detach() if attention_mask is not None else None,
+            kwargs=dict(kwargs),  # passed again as given: the same eager code on the same inputs
+        )
     return torch.cat(outputs, dim=1), None
 
 

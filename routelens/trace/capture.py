@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -28,6 +29,20 @@ from . import attention
 
 # Replayed layers kept per capture (a panel opened twice, a route then its heads), by bytes.
 REPLAY_CACHE_BYTES = 64 * 2**20
+
+_model_locks: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_model_locks_guard = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """Held while routelens runs any part of `model` with hooks on it or a block's forward swapped:
+    both are seen by every thread running the module, so two runs at once (two traces, a replay and
+    a why_attends probe) would record each other's tensors. Take it after reading stored tensors."""
+    with _model_locks_guard:
+        lock = _model_locks.get(model)
+        if lock is None:
+            lock = _model_locks[model] = threading.RLock()
+        return lock
 
 
 @dataclass
@@ -268,21 +283,21 @@ def run_with_capture(adapter: Adapter, token_ids: torch.Tensor) -> Capture:
 
         return on_tensor
 
-    for i, spec in enumerate(specs):
-        handles.append(spec.block.register_forward_pre_hook(block_in(i), with_kwargs=True))
-        handles.extend(_layer_hooks(spec, {}, part(i, spec)))
-        handles.append(spec.block.register_forward_hook(block_out(i)))
-
     device = next(model.parameters()).device
     ids = token_ids.to(device)[None]
-    try:
-        start = time.perf_counter()
-        with torch.inference_mode(), attention.recording(recorder):
-            out = model(input_ids=ids, use_cache=False, **_keep_last_logits(model))
-        seconds = time.perf_counter() - start
-    finally:
-        for handle in handles:
-            handle.remove()
+    with model_lock(model):
+        try:
+            for i, spec in enumerate(specs):
+                handles.append(spec.block.register_forward_pre_hook(block_in(i), with_kwargs=True))
+                handles.extend(_layer_hooks(spec, {}, part(i, spec)))
+                handles.append(spec.block.register_forward_hook(block_out(i)))
+            start = time.perf_counter()
+            with torch.inference_mode(), attention.recording(recorder):
+                out = model(input_ids=ids, use_cache=False, **_keep_last_logits(model))
+            seconds = time.perf_counter() - start
+        finally:
+            for handle in handles:
+                handle.remove()
     capture = Capture(adapter, token_ids.cpu(), resid, out.logits[0, -1].detach(), forward_seconds=seconds,
                       calls=calls)  # type: ignore[arg-type]
     flags.append((len(specs), "logits", _all_finite(capture.last_logits)))
@@ -302,16 +317,17 @@ def replay_layer(capture: Capture, index: int) -> LayerCapture:
     def on_tensor(key: str, t: torch.Tensor) -> None:
         keep[key] = t
 
-    handles = _layer_hooks(spec, keep, on_tensor)
+    x = capture.resid(index)  # read (and, from a damaged store, recomputed) before any hook is on
     recorder = attention.Recorder()
-    x = capture.resid(index)
     device = next(spec.block.parameters()).device
-    try:
-        with attention.recording(recorder):
-            out = spec.block(x.to(device)[None], *call.args, **call.kwargs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with model_lock(adapter.model):
+        handles = _layer_hooks(spec, keep, on_tensor)
+        try:
+            with attention.recording(recorder):
+                out = spec.block(x.to(device)[None], *call.args, **call.kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
     return LayerCapture(
         resid_in=x,
         attn_in=keep["attn_in"],
@@ -347,21 +363,22 @@ def record_block_calls(adapter: Adapter, token_ids: torch.Tensor) -> list[BlockC
     def identity(*args: Any, **kwargs: Any) -> torch.Tensor:
         return _hidden_arg(args, kwargs)
 
-    for i, spec in enumerate(specs):
-        handles.append(spec.block.register_forward_pre_hook(keep(i), with_kwargs=True))
-        swapped.append((spec.block, spec.block.__dict__.get("forward")))  # accelerate may have set one
-        spec.block.forward = identity
     device = next(model.parameters()).device
-    try:
-        model(input_ids=token_ids.to(device)[None], use_cache=False, **_keep_last_logits(model))
-    finally:
-        for block, before in swapped:
-            if before is None:
-                del block.forward
-            else:
-                block.forward = before
-        for handle in handles:
-            handle.remove()
+    with model_lock(model):
+        try:
+            for i, spec in enumerate(specs):
+                handles.append(spec.block.register_forward_pre_hook(keep(i), with_kwargs=True))
+                swapped.append((spec.block, spec.block.__dict__.get("forward")))  # accelerate may have set one
+                spec.block.forward = identity
+            model(input_ids=token_ids.to(device)[None], use_cache=False, **_keep_last_logits(model))
+        finally:
+            for block, before in swapped:
+                if before is None:
+                    del block.forward
+                else:
+                    block.forward = before
+            for handle in handles:
+                handle.remove()
     return calls  # type: ignore[return-value]
 
 

@@ -12,7 +12,9 @@ once (`machine_rates`). benchmarks/bench_long.py prints every estimate beside wh
 from __future__ import annotations
 
 import functools
+import statistics
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -66,9 +68,10 @@ def _has_rotary(adapter: Adapter) -> bool:
 
 
 def replay_bytes(adapter: Adapter, n: int) -> int:
-    """One replayed layer (capture.py LayerCapture): ~7 residual-sized tensors, the neuron
-    activations, queries and keys, in the model's dtype."""
-    width = 7 * adapter.d_model + ffn_width(adapter) + (adapter.n_heads + adapter.n_kv_heads) * adapter.head_dim
+    """One replayed layer (capture.py LayerCapture): the attention and FFN inputs and outputs, the
+    block output, the neuron activations, queries and keys, in the model's dtype (its input x[l]
+    is the trace's own; a write without a post-norm is its output, held once)."""
+    width = 5 * adapter.d_model + ffn_width(adapter) + (adapter.n_heads + adapter.n_kv_heads) * adapter.head_dim
     return n * width * _dtype_bytes(adapter)
 
 
@@ -81,34 +84,46 @@ def kept_bytes(adapter: Adapter, n: int) -> int:
     return (adapter.n_layers + 1) * n * adapter.d_model * b + kinds * n * n * b + rotary
 
 
-def layer_bytes(adapter: Adapter, n: int) -> int:
-    """The transient of one layer's forward: activations, attention blocks, the fp32 head writes
-    a route builds from it (H x T x d)."""
-    d, f = adapter.d_model, ffn_width(adapter)
-    qkv = (adapter.n_heads + 2 * adapter.n_kv_heads) * adapter.head_dim
-    activations = n * (8 * d + 3 * f + 2 * qkv) * FP32
-    attention_blocks = 4 * min(ROW_BLOCK_ELEMENTS, adapter.n_heads * n * n) * FP32
-    return activations + attention_blocks
+def attention_block_bytes(adapter: Adapter, n: int) -> int:
+    """Two blocks of attention weights alive at once (scores, then their softmax): attention.py
+    computes at most ROW_BLOCK_ELEMENTS of them at a time, in fp32 or the model's dtype."""
+    return 2 * min(ROW_BLOCK_ELEMENTS, adapter.n_heads * n * n) * FP32
+
+
+def forward_bytes(adapter: Adapter, n: int) -> int:
+    """The forward pass's transient above what the trace keeps: one layer's activations (the FFN's
+    three d_ffn-wide ones dominate) and its attention blocks."""
+    return n * (4 * adapter.d_model + 3 * ffn_width(adapter)) * FP32 + attention_block_bytes(adapter, n)
 
 
 def route_bytes(adapter: Adapter, n: int) -> int:
-    """A single-target route on top of the trace: cached replays, the layer being replayed, its
-    head writes U [H, T, d] (fp32) and values."""
-    replay = replay_bytes(adapter, n)
-    cached = cached_replays(adapter, n)
-    head_writes = 2 * adapter.n_heads * n * adapter.d_model * FP32
-    return cached + replay + head_writes + layer_bytes(adapter, n)
+    """A single-target route above what the trace keeps: the replays cached at their peak (the
+    newest is built before the oldest leaves), the layer's head writes U [H, T, d] in fp32 and its
+    attention blocks. Measured against this in benchmarks/bench_long.py."""
+    head_writes = adapter.n_heads * n * adapter.d_model * FP32
+    return cached_replays(adapter, n, peak=True) + head_writes + attention_block_bytes(adapter, n)
 
 
-def cached_replays(adapter: Adapter, n: int) -> int:
-    """Replays a trace keeps (capture.py `Replays`): up to the budget, and always the latest one."""
+def cached_replays(adapter: Adapter, n: int, *, peak: bool = False) -> int:
+    """Replays a trace keeps (capture.py `Replays`): as many as fit the budget, at least one; at
+    the peak, one more (built while the others are still held)."""
     replay = replay_bytes(adapter, n)
-    return min(adapter.n_layers * replay, max(replay, REPLAY_CACHE_BYTES + replay))
+    kept = max(1, REPLAY_CACHE_BYTES // max(1, replay)) + (1 if peak else 0)
+    return min(adapter.n_layers, kept) * replay
 
 
 def forward_work(adapter: Adapter, n: int) -> tuple[float, float]:
-    """(multiply-add FLOPs, softmax elements) of one forward pass over n tokens."""
-    weights = sum(p.numel() for name, p in adapter.model.named_parameters() if "embed" not in name and "wte" not in name)
+    """(multiply-add FLOPs, softmax elements) of one forward pass over n tokens. A token runs
+    through top-k of a layer's routed experts, so their weights count k / n_experts of theirs."""
+    share: dict[int, float] = {}
+    for spec in adapter.layers():
+        if spec.experts is not None:
+            k = getattr(adapter.config, "num_experts_per_tok", None)
+            n_experts = getattr(spec.experts, "num_experts", None)
+            for p in spec.experts.parameters():
+                share[id(p)] = min(1.0, k / n_experts) if k and n_experts else 1.0
+    weights = sum(p.numel() * share.get(id(p), 1.0) for name, p in adapter.model.named_parameters()
+                  if "embed" not in name and "wte" not in name)
     flops = 2.0 * weights * n + 4.0 * adapter.n_layers * adapter.n_heads * adapter.head_dim * n * n
     return flops, float(adapter.n_layers * adapter.n_heads * n * n)
 
@@ -140,20 +155,32 @@ def machine_rates(device: str = "cpu") -> tuple[float, float]:
     return mm, sm
 
 
+def record_forward(adapter: Adapter, n: int, seconds: float) -> None:
+    """Tell the estimate how long a forward pass of `n` tokens really took on this model: later
+    time estimates are scaled by the median ratio of the last few (the calibration of
+    `machine_rates` misses the model's own overheads, and other work on the machine)."""
+    if seconds > 0:
+        ratios = adapter.__dict__.setdefault("_forward_ratios", deque(maxlen=8))
+        ratios.append(seconds / _raw_forward_seconds(adapter, n))
+
+
+def _raw_forward_seconds(adapter: Adapter, n: int) -> float:
+    mm, sm = machine_rates(str(next(adapter.model.parameters()).device))
+    flops, softmax = forward_work(adapter, n)
+    return flops / mm + 3.0 * softmax / sm  # eager: add the mask, softmax, cast
+
+
 def estimate(adapter: Adapter, n: int) -> Estimate:
     """The estimate for a trace of `n` tokens and one single-target route on it."""
     if n < 1:
         raise ValueError("a trace has at least one token")
-    device = str(next(adapter.model.parameters()).device)
-    mm, sm = machine_rates(device)
-    flops, softmax = forward_work(adapter, n)
-    forward = flops / mm + 3.0 * softmax / sm  # eager: add the mask, softmax, cast
+    ratios = adapter.__dict__.get("_forward_ratios")
+    forward = _raw_forward_seconds(adapter, n) * (statistics.median(ratios) if ratios else 1.0)
     kept = kept_bytes(adapter, n)
-    trace_peak = kept + 2 * n * n * _dtype_bytes(adapter) + layer_bytes(adapter, n)  # the mask is built via a bool one
-    peak = max(trace_peak, kept + route_bytes(adapter, n))
-    route = 1.15 * forward  # every layer replayed once, and the importances of the kept nodes
-    return Estimate(n_tokens=n, kept_bytes=kept + cached_replays(adapter, n), peak_bytes=int(peak), forward_seconds=forward,
-                    route_seconds=route)
+    peak = kept + max(forward_bytes(adapter, n), route_bytes(adapter, n))
+    route = 1.3 * forward  # every layer replayed once (a forward pass), and the kept nodes' importances
+    return Estimate(n_tokens=n, kept_bytes=kept + cached_replays(adapter, n), peak_bytes=int(peak),
+                    forward_seconds=forward, route_seconds=route)
 
 
 class PeakMemory:
