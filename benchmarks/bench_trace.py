@@ -151,7 +151,7 @@ def main() -> None:
         hf.set_attn_implementation("sdpa")
         forward()
         fwd_sdpa = timed(forward, args.repeat)
-        hf.set_attn_implementation("eager")
+        hf.set_attn_implementation("routelens")  # back to what routelens traces with
 
         single = timed(lambda: computed(model, ids).graph(target=-1, threshold=0.04), args.repeat)
         full = timed(lambda: computed(model, ids).graph(target="all", threshold=0.04), args.repeat)

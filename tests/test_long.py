@@ -166,3 +166,16 @@ def test_the_time_estimate_learns_from_the_forward_passes_that_ran():
     after = model.estimate(PROMPT).forward_seconds
     assert after == pytest.approx(trace.capture.forward_seconds, rel=1e-9)
     assert before > 0 and model.estimate(LONG).forward_seconds > after
+
+
+def test_a_model_switched_to_sdpa_by_its_user_still_traces_exactly(tmp_path):
+    """routelens switches the model back to its own attention before it traces, replays or reads a
+    stored trace back (sdpa would record nothing, and would build a boolean mask)."""
+    model = wrap("llama")
+    store = rl.TraceStore(tmp_path / "store")
+    fresh = model.trace(PROMPT, store=store)
+    for reads in (lambda: model.trace(PROMPT, store=False), lambda: model.trace(PROMPT, store=store)):
+        model.hf_model.set_attn_implementation("sdpa")
+        trace = reads()
+        assert trace.check().ok
+        assert json.dumps(trace.graph(threshold=0.0).to_dict()) == json.dumps(fresh.graph(threshold=0.0).to_dict())

@@ -156,6 +156,8 @@ def register() -> None:
 
 
 def use_routelens_attention(model: nn.Module) -> None:
-    """Run `model` (a transformers PreTrainedModel) with this attention from now on."""
-    register()
-    model.set_attn_implementation(NAME)
+    """Run `model` (a transformers PreTrainedModel) with this attention from now on (a no-op when
+    it does already: a user who switched the model to sdpa since is switched back before a trace)."""
+    if getattr(model.config, "_attn_implementation", None) != NAME:
+        register()
+        model.set_attn_implementation(NAME)

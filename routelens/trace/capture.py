@@ -286,6 +286,7 @@ def run_with_capture(adapter: Adapter, token_ids: torch.Tensor) -> Capture:
     device = next(model.parameters()).device
     ids = token_ids.to(device)[None]
     with model_lock(model):
+        attention.use_routelens_attention(model)  # the user may have switched it (sdpa) since wrapping
         try:
             for i, spec in enumerate(specs):
                 handles.append(spec.block.register_forward_pre_hook(block_in(i), with_kwargs=True))
@@ -321,6 +322,7 @@ def replay_layer(capture: Capture, index: int) -> LayerCapture:
     recorder = attention.Recorder()
     device = next(spec.block.parameters()).device
     with model_lock(adapter.model):
+        attention.use_routelens_attention(adapter.model)
         handles = _layer_hooks(spec, keep, on_tensor)
         try:
             with attention.recording(recorder):
@@ -365,6 +367,7 @@ def record_block_calls(adapter: Adapter, token_ids: torch.Tensor) -> list[BlockC
 
     device = next(model.parameters()).device
     with model_lock(model):
+        attention.use_routelens_attention(model)  # the masks of the model's own calls
         try:
             for i, spec in enumerate(specs):
                 handles.append(spec.block.register_forward_pre_hook(keep(i), with_kwargs=True))
