@@ -57,6 +57,14 @@ def run_prompt(page, server: str, prompt: str = PROMPT) -> None:
     page.get_by_test_id("prompt-input").fill(prompt)
     page.get_by_test_id("run-button").click()
     page.locator("[data-testid=graph-edge]").first.wait_for()
+    refined(page)
+
+
+def refined(page) -> None:
+    """The route drawn first (at the threshold asked for) has been refined: the route at 0.01 is
+    in the page (fetched in the background, tests/test_browser_long.py) and the hooks follow it."""
+    page.wait_for_function("() => { const d = window.__routelensDebug; return d && !d.refining "
+                           "&& document.querySelector('[data-testid=graph]').dataset.hooks === 'sync'; }")
 
 
 def edge_count(page) -> int:
@@ -158,6 +166,7 @@ def test_reloading_the_url_restores_the_view(page, server):
     page.goto("about:blank")
     page.goto(url)  # the URL this tab wrote itself (sessionStorage): it runs without asking
     page.locator("[data-testid=graph-edge]").first.wait_for()
+    refined(page)
     assert page.get_by_test_id("link-confirm").count() == 0
     in_sync_at(page, "0.1")
     again = sorted(page.locator("[data-testid=graph-edge]").evaluate_all(
@@ -660,6 +669,7 @@ def test_access_token_is_asked_once_and_remembered_by_the_cookie(browser, smollm
             refused.clear()
             page.reload()
             page.locator("[data-testid=graph-edge]").first.wait_for()
+            refined(page)  # no request of the page's own is in flight when the cookie goes
             assert refused == [] and page.get_by_test_id("token-dialog").count() == 0
 
             # without the cookie (say, it expired), calls refused together (a route to another

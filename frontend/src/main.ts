@@ -23,8 +23,13 @@ import { synthGraph, synthTokens } from "./synth";
 import { parseGraphText, targetPos } from "./graphfile";
 import { normaliseLineEnds, promptLines } from "./prompts";
 import { canonicalSelection, offlineCtx, offlinePanel } from "./panels/offline";
+import { Refinement } from "./refine";
+import { EstimateBox, costRows } from "./estimate";
 
-const FETCH_MIN = 0.01; // the graph is fetched once at this threshold and pruned locally above it
+// the route is fetched at the threshold asked for (drawn at once), then at FETCH_MIN in the
+// background (refine.ts), and pruned locally above it; a demo server's lowest threshold, when
+// higher, replaces it once the configuration is read (no request below it is ever made)
+let FETCH_MIN = 0.01;
 const SLIDER_MAX = 0.3;
 const CUSTOM = "__custom__";
 const PROMPTS_KEY = "routelens.prompts";
@@ -68,6 +73,13 @@ class App {
   fileSeq = 0;
   /** A link's request waiting for the user's Run or Dismiss (ui/linkconfirm.ts); the URL is kept meanwhile. */
   linkAsk: LinkConfirm | null = null;
+  /** The route at FETCH_MIN, fetched in the background after the first drawing (refine.ts). */
+  refine = new Refinement(() => this.startRefine());
+  /** Every route fetched: for the test hooks. */
+  fetchLog: { threshold: number; target: number; nodes: number; edges: number; refine: boolean }[] = [];
+  /** The trace's own estimate and measurements (debug panel), when the server sends them. */
+  traceCost: Pick<TraceResp, "estimate" | "measured"> = {};
+  estimate!: EstimateBox;
 
   // DOM
   root = document.getElementById("app")!;
@@ -108,6 +120,7 @@ class App {
     onUnauthorized((err) => askToken(login, err));
     try {
       this.config = await request<Config>("GET", "api/config");
+      FETCH_MIN = Math.max(FETCH_MIN, this.config.min_threshold ?? 0);
     } catch (err) {
       this.config = {
         demo_mode: true,
@@ -206,6 +219,7 @@ class App {
       } else {
         this.customBox.hidden = true;
         this.selectModel(this.modelSelect.value);
+        this.estimate.schedule();
       }
     });
     this.customInput = h("input", { type: "text", class: "custom-model", "data-testid": "model-custom", placeholder: "e.g. Qwen/Qwen2.5-0.5B", spellcheck: "false" });
@@ -214,6 +228,7 @@ class App {
       if (!name) return;
       this.dropLinkAsk();
       this.selectModel(name);
+      this.estimate.schedule();
     };
     this.customInput.addEventListener("keydown", (e) => e.key === "Enter" && loadCustom());
     this.customBox = h("div", { class: "custom-box", hidden: true }, this.customInput, h("button", { class: "btn", "data-testid": "model-load", onclick: loadCustom }, "Load"));
@@ -238,6 +253,7 @@ class App {
       if (v) {
         this.promptInput.value = v;
         this.onPromptEdit();
+        this.estimate.schedule();
       }
     });
     this.promptInput = h("textarea", {
@@ -249,7 +265,10 @@ class App {
       "aria-label": "prompt",
     });
     // no maxlength: a longer prompt is refused by the server with a message that says so
-    this.promptInput.addEventListener("input", () => this.onPromptEdit());
+    this.promptInput.addEventListener("input", () => {
+      this.onPromptEdit();
+      this.estimate.schedule(); // the user typed: what the run will cost, once typing stops
+    });
     this.promptInput.addEventListener("keydown", (e) => {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
         e.preventDefault();
@@ -266,8 +285,10 @@ class App {
     this.chatBox.addEventListener("change", () => {
       this.chat = this.chatBox.checked;
       this.syncUrl();
+      this.estimate.schedule();
     });
     this.runBtn = h("button", { class: "btn primary run", "data-testid": "run-button", onclick: () => this.run() }, "Run");
+    this.estimate = new EstimateBox(() => (this.linkAsk ? null : { model: this.model || null, prompt: this.promptInput.value, chat: this.chat }));
     this.refreshPromptList();
 
     const brand = h(
@@ -305,7 +326,7 @@ class App {
         importBtn,
         importInput,
         h("label", { class: "check", title: "wrap the prompt in the model's chat template (instruct models)" }, this.chatBox, " Chat template"),
-        this.runBtn,
+        h("div", { class: "run-wrap" }, this.runBtn, this.estimate.el),
       ),
     );
 
@@ -376,7 +397,9 @@ class App {
     );
     this.routeInfo = h("div", { class: "route-info small" });
     this.overlay = h("div", { class: "graph-overlay" });
-    this.graphSection = h("section", { class: "graph-section" }, toolbar, this.routeInfo);
+    // the refinement's note sits at the right end of the route line: over neither the drawing nor
+    // the toolbar, and its coming and going moves nothing
+    this.graphSection = h("section", { class: "graph-section" }, toolbar, h("div", { class: "route-line" }, this.routeInfo, this.refine.el));
     this.installDrop(this.graphSection);
     this.view = new GraphView(this.graphSection, {
       select: (s) => this.select(s),
@@ -648,6 +671,7 @@ class App {
     const prompt = this.promptInput.value;
     const seq = ++this.runSeq;
     if (this.file) this.leaveFile();
+    this.refine.cancel(); // the route being refined belongs to the trace this run replaces
     this.clearError();
     this.setBusy(true);
     if (!restore) {
@@ -661,6 +685,7 @@ class App {
       if (seq !== this.runSeq) return;
       this.trace = tr;
       this.traceTimings = { ...(tr.timings ?? {}) };
+      this.traceCost = { estimate: tr.estimate, measured: tr.measured }; // absent from an older server
       this.graphCache.clear();
       const T = tr.tokens.length;
       const t = restore?.target;
@@ -690,19 +715,23 @@ class App {
     this.runBtn.textContent = b ? "Running…" : "Run";
   }
 
+  /** The route to the target: drawn at the threshold asked for as soon as it is here, then
+   * refined (the route at FETCH_MIN fetched in the background and swapped in, the view kept). */
   async loadGraph(): Promise<void> {
     const tr = this.trace;
     if (!tr) return;
     const seq = ++this.graphSeq;
+    this.refine.cancel();
     const key = `${tr.trace_id}|${this.target}`;
+    const want = Math.max(this.threshold, FETCH_MIN);
     let g = this.graphCache.get(key);
     if (!g && this.file) return; // a file holds one route only (setTarget keeps to it)
+    if (g && this.canRefine(g) && g.threshold > want + 1e-9) g = undefined; // coarser than asked for now
     if (!g) {
       this.setOverlay("Computing the route…", true);
-      const fetchAt = Math.min(FETCH_MIN, this.threshold);
       const t0 = performance.now();
       try {
-        g = await request<Graph>("GET", `api/trace/${tr.trace_id}/graph?${qs({ target: this.target, threshold: fetchAt })}`);
+        g = await request<Graph>("GET", `api/trace/${tr.trace_id}/graph?${qs({ target: this.target, threshold: want })}`);
       } catch (err) {
         if (seq !== this.graphSeq) return;
         if (err instanceof ApiError && err.code === "unknown_trace" && !this.retriedTrace) {
@@ -717,23 +746,67 @@ class App {
       }
       this.traceTimings.graph_request = +((performance.now() - t0) / 1000).toFixed(3);
       if (seq !== this.graphSeq) return;
+      this.logFetch(g, false);
       this.graphCache.set(key, g);
     }
+    this.showGraph(g, false);
+    this.renderSide();
+    if (this.canRefine(g)) this.startRefine();
+  }
+
+  /** Draw `g` as the route to the target; `keepView`: the finer route swapped in (zoom, pan,
+   * selection and the open panel stay). */
+  showGraph(g: Graph, keepView: boolean): void {
+    const tr = this.trace!;
     const t1 = performance.now();
-    this.renderRouteInfo(); // before measuring the drawing area: this line takes room
+    if (!keepView) this.renderRouteInfo(); // before measuring the drawing area: this line takes room
     this.prepared = prepare(g, tr.n_layers, tr.parallel);
     const { w, h: hh } = this.view.size();
-    this.pruned = prune(this.prepared, Math.max(this.threshold, this.minTau()));
+    this.pruned = prune(this.prepared, Math.max(this.threshold, this.floorTau()));
     this.prunedFrom = this.prepared;
     const layout = makeLayout(this.prepared, tr.tokens.length, w, hh, this.compact ? this.pruned.node : undefined);
     this.layoutUsed = layout.used;
-    this.view.setGraph(this.prepared, layout, tr.tokens, tr.predictions, this.target);
-    this.traceTimings.layout_ms = +(performance.now() - t1).toFixed(1);
-    this.setOverlay(null);
+    this.view.setGraph(this.prepared, layout, tr.tokens, tr.predictions, this.target, keepView);
+    this.traceTimings[keepView ? "refine_layout_ms" : "layout_ms"] = +(performance.now() - t1).toFixed(1);
+    if (!keepView) this.setOverlay(null);
     this.applyThreshold(this.threshold);
     this.view.setSelection(this.sel);
-    this.renderSide();
     this.renderDebug();
+  }
+
+  /** A live route fetched above FETCH_MIN: the finer one can be fetched. */
+  canRefine(g: Graph): boolean {
+    return !this.file && !!this.trace && this.trace.trace_id !== "synthetic" && g.threshold > FETCH_MIN + 1e-9;
+  }
+
+  /** Fetch the route at FETCH_MIN in the background; a newer run, target or file cancels it. */
+  startRefine(): void {
+    const tr = this.trace;
+    const p = this.prepared;
+    if (!tr || !p || !this.canRefine(p.graph)) return;
+    const seq = this.graphSeq;
+    const target = this.target;
+    const key = `${tr.trace_id}|${target}`;
+    const t0 = performance.now();
+    this.refine.run(
+      p.graph.threshold,
+      FETCH_MIN,
+      (signal) => request<Graph>("GET", `api/trace/${tr.trace_id}/graph?${qs({ target, threshold: FETCH_MIN })}`, undefined, signal),
+      (g) => {
+        if (seq !== this.graphSeq || this.trace !== tr || this.target !== target || this.file) return;
+        this.traceTimings.refine_request = +((performance.now() - t0) / 1000).toFixed(3);
+        this.logFetch(g, true);
+        this.graphCache.set(key, g);
+        this.showGraph(g, true);
+        if (this.sel?.type === "node") this.refreshConnections();
+      },
+    );
+    this.graphSection.classList.toggle("awaiting-refine", this.refine.waitingAt !== null);
+  }
+
+  logFetch(g: Graph, refine: boolean): void {
+    this.fetchLog.push({ threshold: g.threshold, target: this.target, nodes: g.nodes.length, edges: g.edges.length, refine });
+    if (this.fetchLog.length > 50) this.fetchLog.shift();
   }
 
   renderPredictions(): void {
@@ -826,9 +899,15 @@ class App {
   }
 
   // ---- threshold ----------------------------------------------------------------------------
-  /** The lowest threshold the drawn graph supports: the fetch threshold, or a file's own. */
+  /** The lowest threshold the slider offers: FETCH_MIN (a coarser route is refined), or a file's own. */
   minTau(): number {
     return this.file ? this.file.graph.threshold : FETCH_MIN;
+  }
+
+  /** The lowest threshold the drawn graph supports: what it was fetched at (or minTau). */
+  floorTau(): number {
+    const g = this.prepared?.graph;
+    return Math.max(this.minTau(), g && Number.isFinite(g.threshold) ? g.threshold : 0);
   }
 
   setSliderRange(): void {
@@ -851,8 +930,16 @@ class App {
     const p = this.prepared;
     if (p) {
       const t0 = performance.now();
-      if (!(this.pruned?.tau === tau && this.prunedFrom === p)) {
-        this.pruned = prune(p, tau);
+      // below what was fetched: the drawing stays at the fetched threshold (dimmed, the note says
+      // so) until the finer route is here, never a graph that misses edges for this threshold
+      const floor = this.floorTau();
+      const waiting = tau < floor - 1e-9 && this.canRefine(p.graph);
+      this.refine.setWaiting(waiting ? tau : null);
+      this.graphSection.classList.toggle("awaiting-refine", waiting);
+      if (waiting && !this.refine.refining) this.startRefine();
+      const at = Math.max(tau, floor);
+      if (!(this.pruned?.tau === at && this.prunedFrom === p)) {
+        this.pruned = prune(p, at);
         this.prunedFrom = p;
       }
       const pr = this.pruned!;
@@ -939,8 +1026,9 @@ class App {
       h("b", null, pr.edgeList.length.toLocaleString("en-US")),
       " edges",
       hiddenE > 0 || hiddenN > 0
-        ? h("span", { class: "hidden-count", title: `the route was fetched once at threshold ${p.graph.threshold}; lower the slider to draw what is hidden` }, ` · hidden below threshold: ${hiddenN.toLocaleString("en-US")} nodes, ${hiddenE.toLocaleString("en-US")} edges`)
+        ? h("span", { class: "hidden-count", title: `the route was fetched at threshold ${p.graph.threshold}; lower the slider to draw what is hidden` }, ` · hidden below threshold: ${hiddenN.toLocaleString("en-US")} nodes, ${hiddenE.toLocaleString("en-US")} edges`)
         : null,
+      this.refine.waitingAt !== null ? h("span", { class: "pending" }, ` · drawn at ${num(p.graph.threshold, 4)} until the finer route is here`) : null,
       this.view.pr !== pr ? h("span", { class: "pending" }, " · drawing when the slider rests…") : null,
       pr.edgeList.length > EDGE_WARN ? h("span", { class: "warn" }, ` · ${pr.edgeList.length.toLocaleString("en-US")} edges drawn: panning may be slow, raise the threshold`) : null,
     );
@@ -1086,6 +1174,8 @@ class App {
   showFileGraph(name: string, g: Graph): void {
     ++this.runSeq; // a run or a route fetch still in flight no longer lands
     ++this.graphSeq;
+    this.refine.cancel();
+    this.graphSection.classList.remove("awaiting-refine");
     this.setBusy(false);
     this.clearError();
     this.file = { name, graph: g };
@@ -1117,6 +1207,7 @@ class App {
   /** Back to live traces (a prompt is run, or the synthetic debug graph is shown). */
   leaveFile(): void {
     this.file = null;
+    this.refine.cancel();
     this.trace = null;
     this.prepared = this.pruned = this.prunedFrom = null;
     this.graphCache.clear();
@@ -1342,12 +1433,15 @@ class App {
     const el = this.debugEl;
     if (!el) return;
     const stats = this.view.stats();
+    const cost = costRows(this.traceCost);
     const mem = (performance as unknown as { memory?: { usedJSHeapSize: number } }).memory;
     const kv = (o: Record<string, unknown>) => h("table", { class: "kv" }, Object.entries(o).map(([k, v]) => h("tr", null, h("td", null, k), h("td", null, typeof v === "number" ? String(+v.toFixed(4)) : typeof v === "object" ? JSON.stringify(v) : String(v)))));
     fill(el, 
       h("div", { class: "debug-head" }, h("b", null, "Debug"), h("button", { class: "icon-btn", onclick: () => this.toggleDebug() }, "×")),
       h("h4", null, "Trace timings (s)"),
       kv(this.traceTimings),
+      cost ? h("h4", null, "Trace cost: estimated / measured") : null,
+      cost,
       h("h4", null, "Drawing"),
       kv({
         "redraw ms (prune + DOM)": +this.lastRedrawMs.toFixed(2),
@@ -1398,6 +1492,26 @@ class App {
       },
       get redraws() {
         return app.redraws.slice();
+      },
+      /** The route at FETCH_MIN is being fetched in the background (refine.ts). */
+      get refining() {
+        return app.refine.refining;
+      },
+      /** idle | running | error, the threshold drawn before it, and each refinement that ended. */
+      get refine() {
+        const r = app.refine;
+        return { state: r.state, from: r.from, to: r.to, waitingAt: r.waitingAt, error: r.error, log: r.log.slice() };
+      },
+      /** Every route fetched: {threshold, target, nodes, edges, refine}. */
+      get fetches() {
+        return app.fetchLog.slice();
+      },
+      get traceId() {
+        return app.trace?.trace_id ?? null;
+      },
+      /** The last estimate shown by the Run button (null: none). */
+      get estimate() {
+        return app.estimate.last;
       },
       stats: () => ({ ...app.view.stats(), threshold: app.threshold, fetched: app.prepared ? { nodes: app.prepared.nodes.length, edges: app.prepared.edges.length } : null }),
       /** Show a synthetic route graph (no server): layers x tokens, fetched at `threshold`. */

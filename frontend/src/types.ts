@@ -11,6 +11,7 @@ export interface Config {
   max_user_string_length: number;
   prompts: string[];
   default_threshold: number;
+  min_threshold?: number; // the lowest threshold the server draws (demo mode), absent from older servers
 }
 
 export interface Facts {
@@ -61,6 +62,9 @@ export interface TraceResp {
   parallel?: boolean;
   predictions: Prediction[][];
   timings?: Record<string, number | boolean | string>;
+  /** What the server estimated before the run, and what it measured (estimate.ts); an older server sends neither. */
+  estimate?: import("./estimate").Estimate | null;
+  measured?: import("./estimate").Measured | null;
 }
 
 export type NodeKind = "embed" | "attn" | "ffn" | "block";

@@ -200,6 +200,7 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             "max_user_string_length": config.max_user_string_length,
             "prompts": config.prompts(),
             "default_threshold": 0.04,
+            "min_threshold": config.demo_min_threshold if config.demo_mode else 0.0,  # below it: 403
         }
 
     @app.post("/api/models/load")

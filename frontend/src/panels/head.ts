@@ -9,6 +9,7 @@ import { h, num, pct } from "../ui/dom";
 import { effectsView, errorBox, loadingBox, panelShell, posToken, section } from "./common";
 import { attnTargetId, type PanelCtx } from "./context";
 import { heatmap } from "./heatmap";
+import { qkSection } from "./qk";
 
 const headCache = new Map<string, Promise<HeadInfo>>();
 
@@ -21,7 +22,8 @@ export function headPanel(ctx: PanelCtx, edge: { layer: number; source: number; 
   );
   const list = h("div", { class: "heads" }, loadingBox());
   const detail = h("div", { class: "head-detail" });
-  body.append(list, detail);
+  const why = h("div", { class: "qk-slot" }); // "Why this head attends" (qk.ts), loaded when opened
+  body.append(list, detail, why);
   let info: EdgeInfo | null = null;
   let current = ctx.head ?? -1;
 
@@ -59,6 +61,7 @@ export function headPanel(ctx: PanelCtx, edge: { layer: number; source: number; 
   };
 
   const loadHead = () => {
+    why.replaceChildren(qkSection(ctx, { layer: edge.layer, head: current, query: edge.target, key: edge.source }));
     detail.replaceChildren(loadingBox(`Loading ${current === -1 ? "all heads" : "head " + current}…`));
     const key = `${ctx.traceId}|${edge.layer}|${current}|${edge.target}`;
     let p = headCache.get(key);
