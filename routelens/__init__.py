@@ -5,7 +5,7 @@ imports form no circle (tests/test_layers.py reads every import and checks both)
 
   0. base: errors, interrupt, prompts
   1. model knowledge: models.adapters, models.adapters.*, models.tokens, models.catalog
-  2. capture and the exact parts of each write: trace.attention, trace.capture, trace.decompose, trace.estimate
+  2. capture and the exact parts of each write: trace.attention, trace.finite, trace.capture, trace.decompose, trace.estimate
   3. the math over captured tensors: routes.kernels, routes.importance, routes.nodes, routes.vocab, routes.qk
   4. graph files: export, export.*
   5. route graphs: routes.graph

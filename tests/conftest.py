@@ -34,3 +34,16 @@ def tiny_folder(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "m"
     save_tiny_model(path, seed=11)
     return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright (tests/servers.py says how it is launched)."""
+    from playwright.sync_api import sync_playwright
+
+    from servers import CHROMIUM_ARGS, chromium_path
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from servers import CHROMIUM_ARGS, chromium_path, get_json, running_server
+from servers import get_json, running_server
 from tiny_models import save_tiny_model
 
 # Tests wait for the app's own signals (a selector, data-hooks="sync", the URL); this bound only
@@ -31,16 +31,6 @@ PROMPT = "The capital of France is"
 def server(smollm2):  # the fixture converts the catalog model before the server needs it
     with running_server() as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture()

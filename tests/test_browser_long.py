@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from servers import CHROMIUM_ARGS, chromium_path, running_server
+from servers import running_server
 
 WAIT_MS = 600_000  # as tests/test_browser.py: only ends a hang
 pytestmark = pytest.mark.slow
@@ -42,16 +42,6 @@ new MutationObserver(() => {
 def server(smollm2):
     with running_server() as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture()

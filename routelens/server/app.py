@@ -1,4 +1,9 @@
-"""The HTTP API (docs/api.md) and the built front end, as one FastAPI app."""
+"""The HTTP API (docs/api.md) and the built front end, as one FastAPI app.
+
+Longer than most modules on purpose: the endpoints are closures over one app's configuration,
+model registry, trace cache and work queue, each a few lines that validate and hand the work to
+the library; the rules they share (origins, access, limits, queue) live in their own modules.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""A traced prompt: the captured forward pass plus lazily computed, cached node importances."""
+"""A traced prompt: the captured forward pass plus lazily computed, cached node importances.
+
+Longer than most modules on purpose: `Trace` is the one object users hold, and each of its
+methods is a short entry point into the math of routes/ (importances, graphs, projections, the
+query-key split); splitting the class would scatter its public surface.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ import torch
 from ..errors import InvalidArgumentError, NonFiniteError
 from ..routes import vocab
 from ..routes.nodes import attention_node_importances, ffn_node_importances, neuron_importances
-from .capture import Capture, non_finite_message
+from .capture import Capture
+from .finite import non_finite_message
 from .decompose import attention_parts, check_capture, neuron_parts
 
 if TYPE_CHECKING:
