@@ -1,7 +1,7 @@
 """Long prompts on smollm2-135m-instruct: time and memory at T = 500, 1000, 2000 and 4000 tokens.
 
-For each T, in a fresh process (so no earlier run's freed-but-kept memory hides a peak; glibc is
-told to give large blocks back at once), measured side by side:
+For each T, in fresh processes (one for times, one for memory: see `run_child`), measured side
+by side:
 - forward: the model's own forward pass with transformers' eager attention, no hooks;
 - trace: `model.trace(ids, store=False)` (the forward pass that keeps the residual stream);
 - single route: `trace.graph(target=-1, threshold=0.04)` on it, and its ratio to the forward;
@@ -37,13 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_trace import prompt_ids  # noqa: E402
 
 
-def child(model_name: str, n: int, store_at: int | None) -> dict:
+def child(model_name: str, n: int, mode: str, store_at: int | None) -> dict:
+    """One length, one kind of figure: "time" (forward, trace, route; the estimate's seconds) or
+    "memory" (peaks; the estimate's bytes; the store size)."""
     torch.set_grad_enabled(False)
     model = rl.load(model_name)
     kernels.warm_up()
     ids = prompt_ids(model, n)
     model.trace(ids[:64], store=False).graph()  # first-call allocations are not the trace's
-    est = estimate(model.adapter, n)
+    est = estimate(model.adapter, n)  # before anything of this length ran
     out: dict = {"T": n, "estimate_peak": est.peak_bytes, "estimate_forward": est.forward_seconds}
 
     with PeakMemory() as fwd_mem:  # transformers' own eager attention, as a user would run the model
@@ -65,8 +67,7 @@ def child(model_name: str, n: int, store_at: int | None) -> dict:
     out["trace_peak"], out["peak"] = trace_mem.peak_bytes, both.peak_bytes
     out["kept"] = trace.capture.kept_bytes()
     out["edges"] = len(graph.edges)
-    out["replays"] = trace.capture.layers.replayed
-    if store_at:
+    if store_at and mode == "memory":
         with tempfile.TemporaryDirectory() as root:
             store = rl.TraceStore(root)
             model.trace(prompt_ids(model, store_at), store=store)
@@ -75,12 +76,17 @@ def child(model_name: str, n: int, store_at: int | None) -> dict:
     return out
 
 
-def run_child(model: str, n: int, store_at: int | None) -> dict:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    cmd = [sys.executable, __file__, "--model", model, "--child", str(n)] + (["--store-at", str(store_at)] if store_at else [])
+def run_child(model: str, n: int, mode: str, store_at: int | None) -> dict:
+    """A fresh process per measurement. For memory, glibc is told to give every large block back at
+    once (so no earlier run's freed-but-kept memory hides a peak); that costs a page fault per new
+    block, so times are measured in a process left as a user's would be."""
+    env = dict(os.environ)
+    if mode == "memory":
+        env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    cmd = [sys.executable, __file__, "--model", model, "--child", str(n), mode] + (["--store-at", str(store_at)] if store_at else [])
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise SystemExit(f"T = {n} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"T = {n} ({mode}) failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -89,10 +95,10 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--lengths", type=int, nargs="+", default=[500, 1000, 2000, 4000])
     parser.add_argument("--store-at", type=int, default=656)
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.model, args.child, args.store_at)))
+        print(json.dumps(child(args.model, int(args.child[0]), args.child[1], args.store_at)))
         return
     mib = 2**20
     print(f"{args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -102,8 +108,10 @@ def main() -> None:
     print("-" * len(header))
     store = None
     for i, n in enumerate(args.lengths):
-        r = run_child(args.model, n, args.store_at if i == 0 else None)
-        store = store or (r.get("store_T"), r.get("store_bytes"))
+        r = run_child(args.model, n, "time", None)
+        m = run_child(args.model, n, "memory", args.store_at if i == 0 else None)
+        r.update({k: m[k] for k in ("trace_peak", "peak", "estimate_peak", "kept")})
+        store = store or (m.get("store_T"), m.get("store_bytes"))
         print(f"{n:>5} | {r['forward']:>7.2f}s {r['trace']:>6.2f}s {r['route']:>6.2f}s {r['route'] / r['forward']:>8.2f}x | "
               f"{r['trace_peak'] / mib:>6.0f} MiB {r['peak'] / mib:>4.0f} MiB {r['estimate_peak'] / mib:>4.0f} MiB "
               f"{r['estimate_peak'] / max(r['peak'], 1):>7.2f}x | {r['estimate_forward']:>6.1f}s | {r['edges']}",

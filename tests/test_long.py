@@ -157,13 +157,17 @@ def test_server_estimate_and_budget(tmp_path):
         assert r.status_code == 413 and "max_trace_memory_mb" in r.json()["error"]["message"]
 
 
-def test_the_time_estimate_learns_from_the_forward_passes_that_ran():
+def test_the_time_estimate_learns_from_the_forward_passes_that_ran(monkeypatch):
     """After a trace, the forward-time estimate for its length is the time that pass took (the
-    median ratio of the passes seen: one here)."""
+    median ratio of the passes seen: one here); passes shorter than LEARN_FROM_TOKENS teach nothing
+    (their time is mostly overhead, which does not grow with T)."""
     model = wrap("llama")
     before = model.estimate(PROMPT).forward_seconds
-    trace = model.trace(PROMPT, store=False)
-    after = model.estimate(PROMPT).forward_seconds
+    model.trace(PROMPT, store=False)
+    assert model.estimate(PROMPT).forward_seconds == before  # 10 tokens: too short to learn from
+    monkeypatch.setattr(est, "LEARN_FROM_TOKENS", 1)
+    trace = model.trace(PROMPT[:-1], store=False)
+    after = model.estimate(PROMPT[:-1]).forward_seconds
     assert after == pytest.approx(trace.capture.forward_seconds, rel=1e-9)
     assert before > 0 and model.estimate(LONG).forward_seconds > after
 

@@ -105,11 +105,11 @@ class ServerConfig(BaseModel):
     allow_loading_dataset_files: bool = True
     preloaded_dataset_filename: str | None = None
     debug: bool = False
-    max_user_string_length: int = 4000
+    max_user_string_length: int = 40_000  # characters: about 8-10k tokens (research prompts are long)
     allow_custom_models: bool = False  # hub ids and paths typed in the app; off: only `models` load
     max_traces: int = 32
     # limits (issue 5): what one request or the whole server may take
-    max_prompt_tokens: int = Field(2048, ge=1)  # tokens per traced prompt
+    max_prompt_tokens: int = Field(8192, ge=1)  # tokens per traced prompt (memory: max_trace_memory_mb)
     max_body_bytes: int = Field(1_000_000, ge=1024)  # of a request body
     max_trace_cache_mb: int = Field(default_factory=default_trace_cache_mb, ge=1)  # traces kept for detail requests
     max_trace_memory_mb: float | None = Field(default_factory=default_trace_memory_mb, gt=0)  # refused (413) before it runs

@@ -3,15 +3,15 @@
 Memory follows the design of trace/capture.py: a trace keeps the residual stream (L + 1 tensors of
 T x d in the model's dtype) and the mask of each attention kind (T x T); while it runs, one
 layer's activations and one block of attention rows exist at a time. A route replays one layer at
-a time and keeps at most `REPLAY_CACHE_BYTES` of replays. Time is the forward pass's
-multiply-adds (weights: 2 x parameters x T; attention: 4 x L x H x head_dim x T^2, since eager
-attention computes every score) and its T^2 softmax elements, over rates this machine measured
-once (`machine_rates`). benchmarks/bench_long.py prints every estimate beside what was measured.
+a time and keeps at most `REPLAY_CACHE_BYTES` of replays. Time: a block's cost is a * T (the
+projections and FFN) + b * T^2 (attention's scores, all of them in eager attention); a and b are
+measured once per model on this machine by running its first block at two lengths
+(`block_timing`), and the forward passes that really run correct the estimate further
+(`record_forward`). benchmarks/bench_long.py prints every estimate beside what was measured.
 """
 
 from __future__ import annotations
 
-import functools
 import statistics
 import time
 from collections import deque
@@ -128,46 +128,72 @@ def forward_work(adapter: Adapter, n: int) -> tuple[float, float]:
     return flops, float(adapter.n_layers * adapter.n_heads * n * n)
 
 
-@functools.lru_cache(maxsize=8)
-def machine_rates(device: str = "cpu") -> tuple[float, float]:
-    """(FLOP/s of a model-sized matrix product, softmax elements/s) on this machine, measured once
-    (~0.1 s): the time estimate scales the model's work by them."""
-    dev = torch.device(device)
-    a, b = torch.randn(256, 576, device=dev), torch.randn(576, 1536, device=dev)
-    s = torch.randn(4, 256, 1024, device=dev)
+def block_timing(adapter: Adapter) -> tuple[float, float]:
+    """(a, b) with one block's seconds ~ a * T + b * T^2 on this machine: the model's first block
+    run (routelens attention, as a trace runs it) at two lengths, once per model (well under a
+    second for small models; a few seconds for 7B ones on a CPU)."""
+    cached = adapter.__dict__.get("_block_timing")
+    if cached is not None:
+        return cached
+    ctx = adapter.context_length or 4096
+    n1, n2 = max(8, min(256, ctx // 4)), max(16, min(1024, ctx))
+    t1, t2 = _block_seconds(adapter, n1), _block_seconds(adapter, n2)
+    b = max(0.0, (t2 / n2 - t1 / n1) / (n2 - n1))  # the quadratic part: attention's T x T scores
+    a = max(0.0, t2 / n2 - b * n2)
+    adapter.__dict__["_block_timing"] = (a, b)
+    return a, b
 
-    def rate(fn, work: float) -> float:
-        fn()
-        best = float("inf")
-        for _ in range(3):
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
+
+# Weights streamed per timing: more than a CPU's last-level cache, so that each block's weights come
+# from memory as in a forward pass (one block run again and again would time a warm cache).
+STREAM_BYTES = 96 * 2**20
+
+
+@torch.inference_mode()
+def _block_seconds(adapter: Adapter, n: int) -> float:
+    """Seconds per block at n tokens: the first k blocks (k blocks of weights exceed STREAM_BYTES)
+    run one after another on random hidden states, called as the model calls them (mask, rotary:
+    `record_block_calls`) with routelens attention, after one warm-up pass."""
+    from .attention import Recorder, recording
+    from .capture import model_lock, record_block_calls
+
+    specs = adapter.layers()
+    per_block = sum(p.numel() * p.element_size() for p in specs[0].block.parameters())
+    k = min(len(specs), max(1, -(-STREAM_BYTES // max(1, per_block))))
+    param = next(specs[0].block.parameters())
+    calls = record_block_calls(adapter, torch.arange(n) % adapter.vocab_size)
+    hidden = torch.randn(1, n, adapter.d_model, dtype=param.dtype, device=param.device)
+    with model_lock(adapter.model), recording(Recorder(keep_calls=False)):
+        for timed in (False, True):
+            _sync(param.device)
             start = time.perf_counter()
-            fn()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-        return work / max(best, 1e-9)
+            for spec, call in zip(specs[:k], calls):
+                spec.block(hidden.to(next(spec.block.parameters()).device), *call.args, **call.kwargs)
+            _sync(param.device)
+            seconds = time.perf_counter() - start
+    return seconds / k
 
-    with torch.inference_mode():
-        mm = rate(lambda: [a @ b for _ in range(8)], 8 * 2.0 * 256 * 576 * 1536)
-        sm = rate(lambda: [torch.softmax(s + 0.0, -1) for _ in range(4)], 4.0 * s.numel())
-    return mm, sm
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+LEARN_FROM_TOKENS = 256
 
 
 def record_forward(adapter: Adapter, n: int, seconds: float) -> None:
     """Tell the estimate how long a forward pass of `n` tokens really took on this model: later
     time estimates are scaled by the median ratio of the last few (the calibration of
     `machine_rates` misses the model's own overheads, and other work on the machine)."""
-    if seconds > 0:
+    if seconds > 0 and n >= LEARN_FROM_TOKENS:  # a short pass is mostly overhead, not T-scaled work
         ratios = adapter.__dict__.setdefault("_forward_ratios", deque(maxlen=8))
         ratios.append(seconds / _raw_forward_seconds(adapter, n))
 
 
 def _raw_forward_seconds(adapter: Adapter, n: int) -> float:
-    mm, sm = machine_rates(str(next(adapter.model.parameters()).device))
-    flops, softmax = forward_work(adapter, n)
-    return flops / mm + 3.0 * softmax / sm  # eager: add the mask, softmax, cast
+    a, b = block_timing(adapter)
+    return adapter.n_layers * (a * n + b * n * n)
 
 
 def estimate(adapter: Adapter, n: int) -> Estimate:
