@@ -146,7 +146,7 @@ def test_ffn_and_neuron(client, traced):
     [
         ("post", "/api/trace", {"model": MODEL, "prompt": ""}, 422, "empty_prompt"),
         ("post", "/api/trace", {"model": MODEL, "prompt": "   "}, 422, "empty_prompt"),
-        ("post", "/api/trace", {"model": MODEL, "prompt": "x" * 5000}, 413, "prompt_too_long"),
+        ("post", "/api/trace", {"model": MODEL, "prompt": "x" * 40_001}, 413, "prompt_too_long"),
         # a name that is not configured is refused before anything is looked up: custom models are
         # off by default (issue 9), and the refusal is the same whether the name exists or not
         ("post", "/api/trace", {"model": "smollm2-135m", "prompt": "hi"}, 403, "forbidden"),

@@ -183,3 +183,40 @@ def test_a_model_switched_to_sdpa_by_its_user_still_traces_exactly(tmp_path):
         trace = reads()
         assert trace.check().ok
         assert json.dumps(trace.graph(threshold=0.0).to_dict()) == json.dumps(fresh.graph(threshold=0.0).to_dict())
+
+
+LAYER_FIELDS = ("resid_in", "attn_in", "attn_out", "attn_write", "ffn_in", "ffn_act", "ffn_out", "ffn_write", "resid_out")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layers_kept_from_the_forward_pass_are_what_a_replay_rebuilds(name):
+    """`keep_layers_bytes` keeps layers as the forward pass computed them: bit for bit what a
+    replay rebuilds; a route then replays none of them and draws the very same graph."""
+    from routelens.trace.capture import replay_layer
+
+    model = wrap(name)
+    warm = model.trace(LONG, store=False, keep_layers_bytes=2**30)
+    cold = model.trace(LONG, store=False)
+    assert warm.capture.layers.seeded() == list(range(warm.n_layers))
+    for layer in range(warm.n_layers):
+        kept, again = warm.capture.layers._seeded[layer], replay_layer(warm.capture, layer)
+        for field in LAYER_FIELDS:
+            x, y = getattr(kept, field), getattr(again, field)
+            assert (x is None) == (y is None) and (x is None or torch.equal(x, y)), (layer, field)
+        assert torch.equal(kept.pattern, again.pattern)
+    assert json.dumps(warm.graph(threshold=0.04).to_dict()) == json.dumps(cold.graph(threshold=0.04).to_dict())
+    assert warm.capture.layers.replayed == 0 and cold.capture.layers.replayed == cold.n_layers
+
+
+def test_a_smaller_budget_keeps_the_top_layers_only_and_the_rest_is_replayed():
+    model = wrap("mistral")  # 3 layers
+    full = model.trace(LONG, store=False, keep_layers_bytes=2**30)
+    one = full.capture.layers._seeded[full.n_layers - 1].nbytes()
+    trace = model.trace(LONG, store=False, keep_layers_bytes=one + one // 2)
+    assert trace.capture.layers.seeded() == [trace.n_layers - 1]
+    trace.graph(threshold=0.04)
+    assert trace.capture.layers.replayed == trace.n_layers - 1
+    trace.capture.layers.drop_seeds()
+    assert trace.capture.layers.seeded() == []
+    with pytest.raises(rl.InvalidArgumentError):
+        model.trace(LONG, store=False, keep_layers_bytes=-1)

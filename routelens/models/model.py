@@ -111,7 +111,8 @@ class Model:
 
         return estimate(self.adapter, len(self.tokenize(prompt, chat=chat)))
 
-    def trace(self, prompt: str | list[int], *, norm: int = 1, chat: bool = False, store: Any = None):
+    def trace(self, prompt: str | list[int], *, norm: int = 1, chat: bool = False, store: Any = None,
+              keep_layers_bytes: int = 0):
         """Run the model once on `prompt` and return a Trace (importances are computed on demand).
 
         `store`: None or True uses the default store, the persistent trace store the environment
@@ -119,6 +120,11 @@ class Model:
         either), False bypasses it, or pass a `TraceStore`. Anything else raises
         InvalidArgumentError. A stored trace is served without running the model, with the
         importances computed before.
+
+        `keep_layers_bytes`: keep up to that many bytes of the top layers as the forward pass
+        computed them, for the first route (it then replays fewer layers: trace/capture.py); the
+        rest of the time a trace keeps only its residual stream. `trace.capture.layers.drop_seeds()`
+        frees what the first route did not use.
         """
         from ..store import TraceStore, default_store
         from ..trace.capture import run_with_capture
@@ -126,6 +132,8 @@ class Model:
 
         if norm not in (1, 2):
             raise InvalidArgumentError(f"norm must be 1 (L1, the default) or 2 (L2), not {norm!r}")
+        if not isinstance(keep_layers_bytes, int) or isinstance(keep_layers_bytes, bool) or keep_layers_bytes < 0:
+            raise InvalidArgumentError(f"keep_layers_bytes must be a number of bytes (0 or more), not {keep_layers_bytes!r}")
         if store is None or store is True:
             chosen = default_store()
         elif store is False:
@@ -141,7 +149,7 @@ class Model:
         ids = self.tokenize(prompt, chat=chat)
 
         def run():  # a forward pass that ran now (not read from the store) teaches the time estimate
-            capture = run_with_capture(self.adapter, ids)
+            capture = run_with_capture(self.adapter, ids, keep_layers_bytes=keep_layers_bytes)
             record_forward(self.adapter, len(ids), capture.forward_seconds)
             return capture
 

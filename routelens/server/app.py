@@ -44,10 +44,12 @@ from .config import ServerConfig, read_prompt_file
 from .limits import BodyLimitMiddleware
 from .origins import HostPolicy, OriginMiddleware
 from .state import ModelRegistry, ModelSlot, TraceCache, TraceEntry, UnknownTraceError
-from ..trace.estimate import Estimate, PeakMemory, estimate
+from ..trace.estimate import Estimate, PeakMemory, estimate, is_calibrated
 from .work import MemoryBudgetError, OutOfMemoryError, QueueFullError, WorkQueue, compute, device_key
 
 STATIC_DIR = Path(__file__).with_name("static")
+DEFAULT_THRESHOLD = 0.04  # the route the page draws first
+FIRST_ROUTE_BYTES = 512 * 2**20  # of the forward pass's layers a trace keeps for its first route
 
 ERROR_STATUS: list[tuple[type[RoutelensError], int, str]] = [
     (ForbiddenError, 403, "forbidden"),
@@ -204,8 +206,8 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             "allow_loading_dataset_files": config.dataset_files_allowed,
             "max_user_string_length": config.max_user_string_length,
             "prompts": config.prompts(),
-            "default_threshold": 0.04,
-            "min_threshold": config.demo_min_threshold if config.demo_mode else 0.0,  # below it: 403
+            "default_threshold": DEFAULT_THRESHOLD,
+            "min_threshold": min_threshold(),  # below it: 403
         }
 
     @app.post("/api/models/load")
@@ -240,13 +242,17 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             if len(ids) > config.prompt_token_limit:
                 raise PromptTooLongError(
                     f"the prompt has {len(ids)} tokens; this server traces at most {config.prompt_token_limit}: shorten it")
-            est = estimate(model.adapter, len(ids))
+            est = await estimate_on(request, slot, len(ids))
             check_estimate(est, name)
+            keep = first_route_bytes(est)
+            est = estimate(model.adapter, len(ids), keep_layers_bytes=keep)  # measured now: no work
 
             def run() -> tuple[Any, list, int | None]:
                 with PeakMemory(next(model.hf_model.parameters()).device) as peak:
-                    trace = model.trace(ids.tolist(), norm=norm, store=None if config.store else False)
+                    trace = model.trace(ids.tolist(), norm=norm, store=None if config.store else False,
+                                        keep_layers_bytes=keep)
                     predictions = trace.predictions(k=5)
+                    warm_first_route(trace)
                 return trace, predictions, peak.peak_bytes
 
             trace, predictions, peak_bytes = await on_model(request, slot, run)
@@ -279,6 +285,33 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             "measured": entry.measured,  # the same figures, measured while it ran
         }
 
+    def first_route_bytes(est: Estimate) -> int:
+        """How much of the forward pass's layers a trace keeps for its first route: what the
+        per-trace budget leaves, at most FIRST_ROUTE_BYTES."""
+        if config.max_trace_memory_mb is None:
+            return FIRST_ROUTE_BYTES
+        return int(max(0, min(FIRST_ROUTE_BYTES, config.max_trace_memory_mb * 2**20 - est.peak_bytes)))
+
+    def warm_first_route(trace: Any) -> None:
+        """The route the page asks for first (the last position at the default threshold), built
+        while the forward pass's layers are still at hand; the page's request then finds its rows."""
+        try:
+            trace.graph(target=-1, threshold=max(DEFAULT_THRESHOLD, min_threshold()), max_edges=edge_bound())
+        except TooLargeError:
+            pass  # the page's own request will say so
+        finally:
+            trace.capture.layers.drop_seeds()
+
+    def min_threshold() -> float:
+        return config.demo_min_threshold if config.demo_mode else 0.0
+
+    async def estimate_on(request: Request, slot: ModelSlot, n_tokens: int) -> Estimate:
+        """The estimate; when the model's speed is not measured yet (the load measures it), that
+        runs a few of its blocks: in the device's queue, never on the event loop."""
+        if is_calibrated(slot.model.adapter):
+            return estimate(slot.model.adapter, n_tokens)
+        return await on_model(request, slot, lambda: estimate(slot.model.adapter, n_tokens))
+
     def check_estimate(est: Estimate, name: str) -> None:
         """Refuse (413) a trace the per-trace memory budget cannot hold, before it runs."""
         if config.max_trace_memory_mb is not None and est.peak_bytes > config.max_trace_memory_mb * 2**20:
@@ -295,7 +328,8 @@ def create_app(config: ServerConfig, *, preload: bool = True,
                 f"the prompt has {len(body.prompt)} characters; this server accepts at most {config.max_user_string_length}")
         slot = await ready(request, name)
         ids = slot.model.tokenize(body.prompt, chat=body.chat)
-        est = estimate(slot.model.adapter, len(ids))
+        est = await estimate_on(request, slot, len(ids))
+        est = estimate(slot.model.adapter, len(ids), keep_layers_bytes=first_route_bytes(est))  # as /api/trace runs it
         why = None
         if len(ids) > config.prompt_token_limit:
             why = f"the prompt has {len(ids)} tokens; this server traces at most {config.prompt_token_limit}"

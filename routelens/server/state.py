@@ -18,6 +18,7 @@ from typing import Any, Callable
 from ..errors import ForbiddenError, RoutelensError, UnknownModelError
 from ..models.loading import HUB_ID, load
 from ..models.model import Model
+from ..trace.estimate import block_timing
 from ..trace.trace import Trace
 from .config import ServerConfig
 from .work import QueueFullError
@@ -152,6 +153,11 @@ class ModelRegistry:
                 hub_only=custom,
             )
             slot.model.source.name = slot.name
+            progress("measuring its speed")  # for the time estimates (trace/estimate.py), off the event loop
+            try:
+                block_timing(slot.model.adapter)
+            except Exception as err:  # an estimate is a help, never a reason to refuse a model
+                log.warning("could not measure %r's speed: %s: %s", slot.name, type(err).__name__, err)
             slot.state = slot.stage = "ready"
         except Exception as err:  # a broken checkpoint, out of memory, ...: report, keep serving
             if custom:  # a name any client may type: the answer tells nothing about this machine

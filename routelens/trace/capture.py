@@ -147,6 +147,7 @@ class Replays:
         self.capture = capture
         self.budget = budget
         self._kept: OrderedDict[int, LayerCapture] = OrderedDict()
+        self._seeded: dict[int, LayerCapture] = {}  # layers kept from the forward pass, each used once
         self._lock = threading.Lock()
         self.replayed = 0  # how many replays ran (benchmarks and tests read it)
 
@@ -166,8 +167,10 @@ class Replays:
             if layer is not None:
                 self._kept.move_to_end(index)
                 return layer
-            layer = replay_layer(self.capture, index)
-            self.replayed += 1
+            layer = self._seeded.pop(index, None)  # the forward pass's own tensors: no replay needed
+            if layer is None:
+                layer = replay_layer(self.capture, index)
+                self.replayed += 1
             self._kept[index] = layer
             total = sum(x.nbytes() for x in self._kept.values())
             while len(self._kept) > 1 and total > self.budget:
@@ -175,9 +178,25 @@ class Replays:
                 total -= old.nbytes()
             return layer
 
+    def seed(self, layers: dict[int, LayerCapture]) -> None:
+        """Layers the forward pass kept (run_with_capture's `keep_layers_bytes`): each is handed out
+        once instead of a replay, then joins the bounded cache like a replay."""
+        with self._lock:
+            self._seeded.update(layers)
+
+    def drop_seeds(self) -> None:
+        """Forget the layers the forward pass kept that were not used (their memory is freed)."""
+        with self._lock:
+            self._seeded.clear()
+
+    def seeded(self) -> list[int]:
+        with self._lock:
+            return sorted(self._seeded)
+
     def clear(self) -> None:
         with self._lock:
             self._kept.clear()
+            self._seeded.clear()
 
 
 def _first(output: Any) -> torch.Tensor:
@@ -245,17 +264,22 @@ def _layer_hooks(spec: Any, keep: dict[str, Any], on_tensor: Any) -> list[Any]:
     return handles
 
 
-def run_with_capture(adapter: Adapter, token_ids: torch.Tensor) -> Capture:
+def run_with_capture(adapter: Adapter, token_ids: torch.Tensor, *, keep_layers_bytes: int = 0) -> Capture:
     """Run the model once on `token_ids` ([T]) and keep its residual stream (module docstring).
 
+    `keep_layers_bytes`: also keep, up to that many bytes, the top layers' tensors as this pass
+    computed them (what a replay would rebuild, bit for bit), so that the first route after the
+    trace needs no replay of them (`Replays.seed`); 0 keeps none.
     Raises NonFiniteError at the first layer, part and position holding NaN or infinity."""
     model = adapter.model
     specs = adapter.layers()
     resid: list[torch.Tensor | None] = [None] * (len(specs) + 1)
     calls: list[BlockCall | None] = [None] * len(specs)
     flags: list[tuple[int, str, torch.Tensor]] = []  # (layer, part, finite?) in computation order
-    recorder = attention.Recorder(keep_calls=False)
+    recorder = attention.Recorder(keep_calls=keep_layers_bytes > 0)
     handles: list[Any] = []
+    parts: list[dict[str, Any]] = [{} for _ in specs]  # a layer's tensors, while it may be kept
+    kept: dict[int, LayerCapture] = {}  # the top layers that fit keep_layers_bytes
 
     def block_in(i: int):
         def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -272,14 +296,29 @@ def run_with_capture(adapter: Adapter, token_ids: torch.Tensor) -> Capture:
             x = _flat(_first(output))
             resid[i + 1] = x
             flags.append((i, "resid_out", all_finite(x)))
+            if keep_layers_bytes > 0:
+                keep_layer(i, x)
 
         return hook
+
+    def keep_layer(i: int, out: torch.Tensor) -> None:
+        """Layer i as a replay would rebuild it; lower layers leave first when over the budget."""
+        got, call = parts[i], recorder.calls.pop(id(specs[i].attn), None)
+        parts[i] = {}
+        if call is None or resid[i] is None:
+            return
+        kept[i] = _layer_capture(resid[i], got, call, out)
+        total = sum(layer.nbytes() for layer in kept.values())
+        while kept and total > keep_layers_bytes:
+            total -= kept.pop(min(kept)).nbytes()
 
     def part(i: int, spec: Any):
         def on_tensor(key: str, t: torch.Tensor) -> None:
             if key == "attn_out":  # the pattern was computed (and flagged) inside the attention
                 flags.extend((i, "pattern", f) for f in recorder.flags.pop(id(spec.attn), []))
             flags.append((i, key, all_finite(t)))
+            if keep_layers_bytes > 0:
+                parts[i][key] = t
 
         return on_tensor
 
@@ -290,7 +329,7 @@ def run_with_capture(adapter: Adapter, token_ids: torch.Tensor) -> Capture:
         try:
             for i, spec in enumerate(specs):
                 handles.append(spec.block.register_forward_pre_hook(block_in(i), with_kwargs=True))
-                handles.extend(_layer_hooks(spec, {}, part(i, spec)))
+                handles.extend(_layer_hooks(spec, parts[i], part(i, spec)))
                 handles.append(spec.block.register_forward_hook(block_out(i)))
             start = time.perf_counter()
             with torch.inference_mode(), attention.recording(recorder):
@@ -303,6 +342,7 @@ def run_with_capture(adapter: Adapter, token_ids: torch.Tensor) -> Capture:
                       calls=calls)  # type: ignore[arg-type]
     flags.append((len(specs), "logits", all_finite(capture.last_logits)))
     raise_first_non_finite(capture, flags, next(model.parameters()).dtype)
+    capture.layers.seed(kept)
     return capture
 
 
@@ -330,17 +370,23 @@ def replay_layer(capture: Capture, index: int) -> LayerCapture:
         finally:
             for handle in handles:
                 handle.remove()
+    return _layer_capture(x, keep, recorder.calls[id(spec.attn)], _flat(_first(out)))
+
+
+def _layer_capture(x: torch.Tensor, keep: dict[str, Any], call: attention.AttentionCall,
+                   out: torch.Tensor) -> LayerCapture:
+    """A LayerCapture from what the hooks of one layer saw (a write without post-norm is its output)."""
     return LayerCapture(
         resid_in=x,
         attn_in=keep["attn_in"],
-        attention=recorder.calls[id(spec.attn)],
+        attention=call,
         attn_out=keep["attn_out"],
         attn_write=keep.get("attn_write", keep["attn_out"]),
         ffn_in=keep["ffn_in"],
         ffn_act=keep.get("ffn_act"),
         ffn_out=keep["ffn_out"],
         ffn_write=keep.get("ffn_write", keep["ffn_out"]),
-        resid_out=_flat(_first(out)),
+        resid_out=out,
         routing=keep.get("routing"),
     )
 

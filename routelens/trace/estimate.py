@@ -128,6 +128,11 @@ def forward_work(adapter: Adapter, n: int) -> tuple[float, float]:
     return flops, float(adapter.n_layers * adapter.n_heads * n * n)
 
 
+def is_calibrated(adapter: Adapter) -> bool:
+    """Whether `block_timing` has measured this model already (then `estimate` runs nothing)."""
+    return "_block_timing" in adapter.__dict__
+
+
 def block_timing(adapter: Adapter) -> tuple[float, float]:
     """(a, b) with one block's seconds ~ a * T + b * T^2 on this machine: the model's first block
     run (routelens attention, as a trace runs it) at two lengths, once per model (well under a
@@ -196,14 +201,16 @@ def _raw_forward_seconds(adapter: Adapter, n: int) -> float:
     return adapter.n_layers * (a * n + b * n * n)
 
 
-def estimate(adapter: Adapter, n: int) -> Estimate:
-    """The estimate for a trace of `n` tokens and one single-target route on it."""
+def estimate(adapter: Adapter, n: int, *, keep_layers_bytes: int = 0) -> Estimate:
+    """The estimate for a trace of `n` tokens and one single-target route on it (the trace keeping
+    up to `keep_layers_bytes` of its top layers for that route: Model.trace)."""
     if n < 1:
         raise ValueError("a trace has at least one token")
     ratios = adapter.__dict__.get("_forward_ratios")
     forward = _raw_forward_seconds(adapter, n) * (statistics.median(ratios) if ratios else 1.0)
     kept = kept_bytes(adapter, n)
-    peak = kept + max(forward_bytes(adapter, n), route_bytes(adapter, n))
+    layers = min(keep_layers_bytes, adapter.n_layers * replay_bytes(adapter, n))
+    peak = kept + layers + max(forward_bytes(adapter, n), route_bytes(adapter, n))
     route = 1.3 * forward  # every layer replayed once (a forward pass), and the kept nodes' importances
     return Estimate(n_tokens=n, kept_bytes=kept + cached_replays(adapter, n), peak_bytes=int(peak),
                     forward_seconds=forward, route_seconds=route)

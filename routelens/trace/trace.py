@@ -309,7 +309,9 @@ class Trace:
 
     def top_predictions(self, pos: int = -1, k: int = 5) -> list[tuple[str, float]]:
         """The model's own next-token prediction at `pos`: [(token, probability), ...]."""
-        return [(t["token"], t["prob"]) for t in self.top_tokens("block", self.n_layers - 1, pos, k)]
+        probs = self._lens("block", self.n_layers - 1, pos, True).softmax(-1)
+        ids, values = vocab.top_k(probs, k)
+        return list(zip(self.model.token_strings(ids), values))
 
     def predictions(self, k: int = 5, chunk: int | None = None) -> list[list[dict]]:
         """The model's top-k next-token predictions at every position: one batched projection of
