@@ -309,7 +309,7 @@ def test_the_app_works_under_its_content_security_policy(page, server, tmp_path)
 
 def test_error_banner_on_bad_input(page, server):
     page.goto(server + "/")
-    page.get_by_test_id("prompt-input").fill("x" * 5000)
+    page.get_by_test_id("prompt-input").fill("x" * 40_001)  # over max_user_string_length
     page.get_by_test_id("run-button").click()
     banner = page.get_by_test_id("error-banner")
     banner.wait_for()
