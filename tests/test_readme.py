@@ -81,7 +81,9 @@ def test_the_command_line_block_runs_as_written(smollm2, fresh_folder):
         r = subprocess.run(["bash", "-c", f". .venv/bin/activate && {command}"], capture_output=True, text=True,
                            cwd=fresh_folder, timeout=900)
         assert r.returncode == 0, (command, r.stdout[-2000:], r.stderr[-2000:])
-        if command.startswith("routelens trace"):
+        if command.startswith("routelens trace") and "--dry-run" in command:
+            assert "tokens (estimate, nothing traced)" in r.stdout and "MiB at the peak" in r.stdout
+        elif command.startswith("routelens trace"):
             assert "' Paris'" in r.stdout and (fresh_folder / "route.svg").read_text().lstrip().startswith("<")
         if command.startswith("routelens check"):
             assert "all checks passed" in r.stdout

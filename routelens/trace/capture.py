@@ -144,12 +144,20 @@ class Replays:
     """`capture.layers`: layer l rebuilt by replaying its block, the latest few kept (by bytes)."""
 
     def __init__(self, capture: Capture, budget: int = REPLAY_CACHE_BYTES) -> None:
-        self.capture = capture
+        # a weak reference: a capture and its replays in a reference cycle would wait for Python's
+        # rare full garbage collection to free their tensors (a server's memory grew 2 MB a trace)
+        self._capture = weakref.ref(capture)
         self.budget = budget
         self._kept: OrderedDict[int, LayerCapture] = OrderedDict()
         self._seeded: dict[int, LayerCapture] = {}  # layers kept from the forward pass, each used once
         self._lock = threading.Lock()
         self.replayed = 0  # how many replays ran (benchmarks and tests read it)
+
+    @property
+    def capture(self) -> Capture:
+        capture = self._capture()
+        assert capture is not None, "the capture these replays belong to is gone"
+        return capture
 
     def __len__(self) -> int:
         return self.capture.n_layers
