@@ -199,7 +199,7 @@ def test_layers_kept_from_the_forward_pass_are_what_a_replay_rebuilds(name):
     cold = model.trace(LONG, store=False)
     assert warm.capture.layers.seeded() == list(range(warm.n_layers))
     for layer in range(warm.n_layers):
-        kept, again = warm.capture.layers._seeded[layer], replay_layer(warm.capture, layer)
+        kept, again = warm.capture.layers.cache.seeded[layer], replay_layer(warm.capture, layer)
         for field in LAYER_FIELDS:
             x, y = getattr(kept, field), getattr(again, field)
             assert (x is None) == (y is None) and (x is None or torch.equal(x, y)), (layer, field)
@@ -211,7 +211,7 @@ def test_layers_kept_from_the_forward_pass_are_what_a_replay_rebuilds(name):
 def test_a_smaller_budget_keeps_the_top_layers_only_and_the_rest_is_replayed():
     model = wrap("mistral")  # 3 layers
     full = model.trace(LONG, store=False, keep_layers_bytes=2**30)
-    one = full.capture.layers._seeded[full.n_layers - 1].nbytes()
+    one = full.capture.layers.cache.seeded[full.n_layers - 1].nbytes()
     trace = model.trace(LONG, store=False, keep_layers_bytes=one + one // 2)
     assert trace.capture.layers.seeded() == [trace.n_layers - 1]
     trace.graph(threshold=0.04)

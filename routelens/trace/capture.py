@@ -102,7 +102,13 @@ class Capture:
         self.forward_seconds = forward_seconds
         self.calls = calls
         self.extra: dict[str, Any] = extra if extra is not None else {}
-        self.layers = Replays(self)
+        self._replays = ReplayCache()
+
+    @property
+    def layers(self) -> Replays:
+        """`layers[l]`: layer l replayed from x[l], or kept (ReplayCache). A view: holding it keeps
+        the capture alive, and the capture holds only the cache (no reference cycle)."""
+        return Replays(self, self._replays)
 
     @property
     def token_ids(self) -> torch.Tensor:
@@ -140,24 +146,29 @@ class Capture:
         return total
 
 
-class Replays:
-    """`capture.layers`: layer l rebuilt by replaying its block, the latest few kept (by bytes)."""
+class ReplayCache:
+    """The replays a capture keeps: the latest few (by bytes) and the layers its forward pass kept.
+    It holds no reference to the capture: a capture and its cache in a reference cycle would wait
+    for Python's rare full garbage collection to free their tensors (a server grew 2 MB a trace)."""
 
-    def __init__(self, capture: Capture, budget: int = REPLAY_CACHE_BYTES) -> None:
-        # a weak reference: a capture and its replays in a reference cycle would wait for Python's
-        # rare full garbage collection to free their tensors (a server's memory grew 2 MB a trace)
-        self._capture = weakref.ref(capture)
+    def __init__(self, budget: int = REPLAY_CACHE_BYTES) -> None:
         self.budget = budget
-        self._kept: OrderedDict[int, LayerCapture] = OrderedDict()
-        self._seeded: dict[int, LayerCapture] = {}  # layers kept from the forward pass, each used once
-        self._lock = threading.Lock()
+        self.kept: OrderedDict[int, LayerCapture] = OrderedDict()
+        self.seeded: dict[int, LayerCapture] = {}  # layers kept from the forward pass, each used once
+        self.lock = threading.Lock()
         self.replayed = 0  # how many replays ran (benchmarks and tests read it)
 
+
+class Replays:
+    """`capture.layers`: layer l rebuilt by replaying its block (a view of the capture's cache)."""
+
+    def __init__(self, capture: Capture, cache: ReplayCache) -> None:
+        self.capture = capture
+        self.cache = cache
+
     @property
-    def capture(self) -> Capture:
-        capture = self._capture()
-        assert capture is not None, "the capture these replays belong to is gone"
-        return capture
+    def replayed(self) -> int:
+        return self.cache.replayed
 
     def __len__(self) -> int:
         return self.capture.n_layers
@@ -170,41 +181,42 @@ class Replays:
         if not isinstance(index, int) or not -len(self) <= index < len(self):
             raise IndexError(f"layer {index!r} out of range 0..{len(self) - 1}")
         index %= len(self)
-        with self._lock:
-            layer = self._kept.get(index)
+        cache = self.cache
+        with cache.lock:
+            layer = cache.kept.get(index)
             if layer is not None:
-                self._kept.move_to_end(index)
+                cache.kept.move_to_end(index)
                 return layer
-            layer = self._seeded.pop(index, None)  # the forward pass's own tensors: no replay needed
+            layer = cache.seeded.pop(index, None)  # the forward pass's own tensors: no replay needed
             if layer is None:
                 layer = replay_layer(self.capture, index)
-                self.replayed += 1
-            self._kept[index] = layer
-            total = sum(x.nbytes() for x in self._kept.values())
-            while len(self._kept) > 1 and total > self.budget:
-                _, old = self._kept.popitem(last=False)
+                cache.replayed += 1
+            cache.kept[index] = layer
+            total = sum(x.nbytes() for x in cache.kept.values())
+            while len(cache.kept) > 1 and total > cache.budget:
+                _, old = cache.kept.popitem(last=False)
                 total -= old.nbytes()
             return layer
 
     def seed(self, layers: dict[int, LayerCapture]) -> None:
         """Layers the forward pass kept (run_with_capture's `keep_layers_bytes`): each is handed out
         once instead of a replay, then joins the bounded cache like a replay."""
-        with self._lock:
-            self._seeded.update(layers)
+        with self.cache.lock:
+            self.cache.seeded.update(layers)
 
     def drop_seeds(self) -> None:
         """Forget the layers the forward pass kept that were not used (their memory is freed)."""
-        with self._lock:
-            self._seeded.clear()
+        with self.cache.lock:
+            self.cache.seeded.clear()
 
     def seeded(self) -> list[int]:
-        with self._lock:
-            return sorted(self._seeded)
+        with self.cache.lock:
+            return sorted(self.cache.seeded)
 
     def clear(self) -> None:
-        with self._lock:
-            self._kept.clear()
-            self._seeded.clear()
+        with self.cache.lock:
+            self.cache.kept.clear()
+            self.cache.seeded.clear()
 
 
 def _first(output: Any) -> torch.Tensor:
