@@ -173,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="append", default=None, type=_prompt,
                    help="prompt(s) to check (default: two built-in ones)")
 
-    sub.add_parser("models", help="list the embedded catalog and what is cached locally")
+    p = sub.add_parser("models", help="list the embedded catalog and what is cached locally")
+    p.add_argument("--architectures", action="store_true",
+                   help="list the transformers model types routelens decomposes exactly, by family")
 
     p = sub.add_parser("cache", help="the persistent trace store: ls, info, clear")
     p.add_argument("action", choices=["ls", "info", "clear"], help="ls: list stored traces; info: size and place; clear: remove all")
@@ -269,8 +271,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_models(_args: argparse.Namespace) -> int:
+def cmd_models(args: argparse.Namespace) -> int:
     from .models import catalog
+
+    if getattr(args, "architectures", False):
+        return _architectures()
 
     table = Table(title=f"embedded catalog (cache: {catalog.cache_root()})")
     for col in ("name", "cached", "description"):
@@ -280,6 +285,20 @@ def cmd_models(_args: argparse.Namespace) -> int:
         table.add_row(name, "yes" if catalog.is_cached(entry.name) else "no", entry.description)
     out_console.print(table)
     out_console.print("Any transformers causal LM also works: a hub id, a local folder or a .gguf file.")
+    return 0
+
+
+def _architectures() -> int:
+    """`routelens models --architectures`: every covered `model_type`, by adapter family."""
+    from .models.adapters import ADAPTERS, supported_model_types
+
+    table = Table(title=f"architectures with an exact decomposition ({len(supported_model_types())} model types)")
+    table.add_column("family")
+    table.add_column("model types (config.model_type)")
+    for adapter in ADAPTERS:
+        table.add_row(adapter.family, ", ".join(sorted(adapter.model_types)))
+    out_console.print(table)
+    out_console.print("Any other model_type is refused, saying which types are covered.")
     return 0
 
 

@@ -31,6 +31,17 @@ def test_models_lists_catalog():
     assert "smollm2-135m-instruct" in result.stdout and "gemma-3-270m" in result.stdout
 
 
+def test_models_architectures_lists_every_covered_model_type():
+    from routelens.models.adapters import supported_model_types
+
+    result = run("models", "--architectures")
+    assert result.returncode == 0, result.stderr
+    listed = {t.strip() for line in result.stdout.splitlines() if "│" in line
+              for t in line.split("│")[2].split(",") if t.strip()}
+    assert listed == set(supported_model_types()) and len(listed) >= 15
+    assert f"({len(listed)} model types)" in " ".join(result.stdout.split())
+
+
 def test_misspelled_catalog_name():
     assert_one_line_error(run("trace", "smollm2-135m-instrct", "hello"), "did you mean 'smollm2-135m-instruct'")
 
