@@ -86,15 +86,26 @@ def served_in_thread(app: Any, **options: Any) -> Iterator[int]:
 
     from routelens.server.http import uvicorn_config
 
+    class Signalling(uvicorn.Server):
+        """Sets `listening` once uvicorn's startup is done (its sockets bound), or it failed."""
+
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.listening = threading.Event()
+
+        async def startup(self, sockets: Any = None) -> None:
+            try:
+                await super().startup(sockets=sockets)
+            finally:
+                self.listening.set()
+
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, **options))
+    server = Signalling(uvicorn_config(app, "127.0.0.1", port, **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert time.monotonic() < deadline, "the in-process server did not start"
-            time.sleep(0.05)
+        # the server's own signal; the bound only ends a hang (as the browser tests' WAIT_MS)
+        assert server.listening.wait(timeout=600) and server.started, "the in-process server did not start"
         yield port
     finally:
         server.should_exit = True

@@ -240,3 +240,21 @@ def test_a_trace_is_freed_as_soon_as_it_is_dropped_without_the_cycle_collector()
         assert gone() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma2", "gpt_neox"])
+def test_a_heads_write_into_one_position_equals_its_parts_summed(name):
+    """decompose.head_writes_at (values mixed first, no [H, T, d] tensor) equals the sum over
+    sources of A[h, pos, j] * s_pos * U[h, j] from the full decomposition."""
+    from routelens.trace.decompose import attention_parts, head_writes_at
+
+    trace = wrap(name).trace(LONG, store=False)
+    for layer in range(trace.n_layers):
+        cap = trace.capture.layers[layer]
+        parts = attention_parts(trace.adapter, cap, layer)
+        for pos in (0, 17, len(LONG) - 1):
+            full = torch.einsum("hj,hjd->hd", parts.rows([pos])[:, 0], parts.head_writes)
+            if parts.scale is not None:
+                full = full * parts.scale[pos]
+            mine = head_writes_at(trace.adapter, cap, layer, pos)
+            assert float((mine - full).abs().max() / full.abs().max()) <= 1e-5

@@ -32,6 +32,7 @@ from ..errors import UnsupportedArchitectureError
 from ..models.adapters.base import Adapter
 from ..trace.attention import AttentionCall, Recorder, recording
 from ..trace.capture import model_lock
+from ..trace.decompose import head_writes_at
 
 if TYPE_CHECKING:
     from ..trace.trace import Trace
@@ -93,25 +94,6 @@ def _part(name: str, kind: str, layer: int | None = None, head: int | None = Non
 
 
 @torch.no_grad()
-def head_writes_at(trace: Trace, layer: int, pos: int) -> torch.Tensor:
-    """Each head's write into `pos` [H, d] (post-norm scale applied, no bias): the values mixed by
-    A[h, pos, :] first, so that no [H, T, d] tensor is formed (decompose.head_write_at's numbers)."""
-    adapter, cap = trace.adapter, trace.capture.layers[layer]
-    spec = adapter.spec(layer)
-    dtype = next(adapter.model.parameters()).dtype
-    values = adapter.values(layer, cap.attn_in[: pos + 1].to(dtype)).float()  # [pos+1, Hkv, dh]: causal
-    kv = torch.tensor([adapter.kv_head_of(h) for h in range(adapter.n_heads)], device=values.device)
-    weights = cap.pattern_rows([pos])[:, 0, : pos + 1].float().to(values.device)  # [H, pos+1]
-    mixed = torch.einsum("ht,thk->hk", weights, values[:, kv])
-    w_o, _ = adapter.out_proj(layer)
-    w_o = w_o.detach().float().view(adapter.d_model, adapter.n_heads, adapter.head_dim)
-    writes = torch.einsum("hk,dhk->hd", mixed, w_o)
-    if spec.attn_post_norm is not None:
-        writes = writes * adapter.post_norm_scale(spec.attn_post_norm, cap.attn_out[pos : pos + 1])[0]
-    return writes
-
-
-@torch.no_grad()
 def residual_parts(trace: Trace, layer: int, pos: int) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """The parts of `x[layer, pos]`: their names and vectors [N, d] fp32 on the layer's device (they
     sum to it)."""
@@ -120,7 +102,7 @@ def residual_parts(trace: Trace, layer: int, pos: int) -> tuple[list[dict[str, A
     names, vectors = [_part("embed", "embed")], [trace.resid(0)[pos].float().to(device)]
     for l in range(layer):
         cap = trace.capture.layers[l]
-        heads = head_writes_at(trace, l, pos).to(device)
+        heads = head_writes_at(adapter, cap, l, pos).to(device)
         names += [_part(f"L{l} H{h}", "head", l, h) for h in range(heads.shape[0])]
         vectors += list(heads)
         if adapter.out_proj(l)[1] is not None:  # b_O, as what the heads leave of the write

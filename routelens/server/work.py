@@ -51,15 +51,6 @@ def device_key(device: str | torch.device) -> str:
     return str(d)
 
 
-def trace_bytes_estimate(model: Any, n_tokens: int, *, peak: bool = True) -> int:
-    """Memory of a trace of `n_tokens` and one route on it (trace/estimate.py): its peak while it is
-    computed, or what a finished trace keeps (`peak=False`, what the trace cache counts)."""
-    from ..trace.estimate import estimate
-
-    est = estimate(model.adapter, n_tokens)
-    return est.peak_bytes if peak else est.kept_bytes
-
-
 def is_out_of_memory(err: BaseException) -> bool:
     if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
         return True

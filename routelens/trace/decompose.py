@@ -42,10 +42,23 @@ class AttentionParts:
             write = write + self.bias
         return write * self.scale if self.scale is not None else write
 
-    def head_write_at(self, pos: int) -> torch.Tensor:
-        """Each head's total write into `pos`, post-norm scale applied, bias excluded: [H, d]."""
-        per_head = torch.einsum("hj,hjd->hd", self.rows([pos])[:, 0], self.head_writes)
-        return per_head * self.scale[pos] if self.scale is not None else per_head
+
+@torch.no_grad()
+def head_writes_at(adapter: Adapter, layer: LayerCapture, index: int, pos: int) -> torch.Tensor:
+    """Each head's total write into `pos`, post-norm scale applied, bias excluded: [H, d] fp32.
+    The values are mixed by A[h, pos, :] before W_O, so no [H, T, d] tensor is formed."""
+    spec = adapter.spec(index)
+    dtype = next(adapter.model.parameters()).dtype
+    values = adapter.values(index, layer.attn_in[: pos + 1].to(dtype)).float()  # [pos+1, Hkv, dh]: causal
+    kv = torch.tensor([adapter.kv_head_of(h) for h in range(adapter.n_heads)], device=values.device)
+    weights = layer.pattern_rows([pos])[:, 0, : pos + 1].float().to(values.device)  # [H, pos+1]
+    mixed = torch.einsum("ht,thk->hk", weights, values[:, kv])
+    w_o, _ = adapter.out_proj(index)
+    w_o = w_o.detach().float().view(adapter.d_model, adapter.n_heads, adapter.head_dim)
+    writes = torch.einsum("hk,dhk->hd", mixed, w_o)
+    if spec.attn_post_norm is not None:
+        writes = writes * adapter.post_norm_scale(spec.attn_post_norm, layer.attn_out[pos : pos + 1])[0]
+    return writes
 
 
 @torch.no_grad()

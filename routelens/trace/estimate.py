@@ -5,7 +5,7 @@ T x d in the model's dtype) and the mask of each attention kind (T x T); while i
 layer's activations and one block of attention rows exist at a time. A route replays one layer at
 a time and keeps at most `REPLAY_CACHE_BYTES` of replays. Time: a block's cost is a * T (the
 projections and FFN) + b * T^2 (attention's scores, all of them in eager attention); a and b are
-measured once per model on this machine by running its first block at two lengths
+measured once per model on this machine by running its first blocks at two lengths
 (`block_timing`), and the forward passes that really run correct the estimate further
 (`record_forward`). benchmarks/bench_long.py prints every estimate beside what was measured.
 """
@@ -110,22 +110,6 @@ def cached_replays(adapter: Adapter, n: int, *, peak: bool = False) -> int:
     replay = replay_bytes(adapter, n)
     kept = max(1, REPLAY_CACHE_BYTES // max(1, replay)) + (1 if peak else 0)
     return min(adapter.n_layers, kept) * replay
-
-
-def forward_work(adapter: Adapter, n: int) -> tuple[float, float]:
-    """(multiply-add FLOPs, softmax elements) of one forward pass over n tokens. A token runs
-    through top-k of a layer's routed experts, so their weights count k / n_experts of theirs."""
-    share: dict[int, float] = {}
-    for spec in adapter.layers():
-        if spec.experts is not None:
-            k = getattr(adapter.config, "num_experts_per_tok", None)
-            n_experts = getattr(spec.experts, "num_experts", None)
-            for p in spec.experts.parameters():
-                share[id(p)] = min(1.0, k / n_experts) if k and n_experts else 1.0
-    weights = sum(p.numel() * share.get(id(p), 1.0) for name, p in adapter.model.named_parameters()
-                  if "embed" not in name and "wte" not in name)
-    flops = 2.0 * weights * n + 4.0 * adapter.n_layers * adapter.n_heads * adapter.head_dim * n * n
-    return flops, float(adapter.n_layers * adapter.n_heads * n * n)
 
 
 def is_calibrated(adapter: Adapter) -> bool:

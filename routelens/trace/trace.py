@@ -18,7 +18,7 @@ from ..routes import vocab
 from ..routes.nodes import attention_node_importances, ffn_node_importances, neuron_importances
 from .capture import Capture
 from .finite import non_finite_message
-from .decompose import attention_parts, check_capture, neuron_parts
+from .decompose import attention_parts, check_capture, head_writes_at, neuron_parts
 
 if TYPE_CHECKING:
     from ..models.model import Model
@@ -418,8 +418,7 @@ class Trace:
         layer, pos = self.check_layer(layer), self.position(pos)
         if not isinstance(head, int) or not 0 <= head < self.adapter.n_heads:
             raise InvalidArgumentError(f"head {head!r} is out of range: the model has heads 0..{self.adapter.n_heads - 1}")
-        parts = attention_parts(self.adapter, self.capture.layers[layer], layer)
-        return parts.head_write_at(pos)[head]
+        return head_writes_at(self.adapter, self.capture.layers[layer], layer, pos)[head]
 
     def head_write_tokens(self, layer: int, pos: int, head: int, k: int = 10) -> dict[str, list[dict]]:
         write = self.head_write(layer, pos, head)
