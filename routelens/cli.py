@@ -290,15 +290,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _architectures() -> int:
     """`routelens models --architectures`: every covered `model_type`, by adapter family."""
-    from .models.adapters import ADAPTERS, supported_model_types
+    from .models.adapters import families, supported_model_types
 
     table = Table(title=f"architectures with an exact decomposition ({len(supported_model_types())} model types)")
     table.add_column("family")
     table.add_column("model types (config.model_type)")
-    for adapter in ADAPTERS:
-        table.add_row(adapter.family, ", ".join(sorted(adapter.model_types)))
+    by_name: dict[str, set[str]] = {}
+    for family in families():
+        by_name.setdefault(family.name, set()).update(family.model_types)
+    for name, types in by_name.items():
+        table.add_row(name, ", ".join(sorted(types)))
     out_console.print(table)
-    out_console.print("Any other model_type is refused, saying which types are covered.")
+    out_console.print("Any other model_type is refused, saying which types are covered; "
+                      "docs/adding-a-model.md says how to add one.")
     return 0
 
 

@@ -13,6 +13,13 @@ Python loops over layer / position / head / source, forms every part of every no
 and their proximity importances `prox_k = max(||y||_p - ||y - z_k||_p, 0)`, `c_k = prox_k / sum prox`.
 `y` is always the model's own residual value (captured by the hooks). The per-family slicing of
 `W_V`, `W_O`, the FFN formulas and the MoE routing are re-derived here from the weights.
+
+Families added since (anything not in HAND_DERIVED) are read generically, from numbers the model
+computes itself: the value vectors and the pattern are what the model's own eager attention function
+was called with and returned (a recording attention implementation), W_O / b_O are the weights of the
+module the family's declaration names as its output projection, neuron activations are the input of
+its FFN output projection. Only module paths come from the declaration (data, not routelens code),
+so a wrong value layout, output projection or multiplier in an adapter still shows as a mismatch.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ DT = torch.float64
 
 LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "mixtral", "qwen2_moe", "qwen3_moe"}
 MOE = {"mixtral", "qwen2_moe", "qwen3_moe"}
+HAND_DERIVED = LLAMA_LIKE | {"gpt2", "opt", "gpt_neox", "phi", "gptj"}
 
 
 def _d(t: torch.Tensor) -> torch.Tensor:
@@ -371,7 +379,7 @@ class Reference:
         U = self.head_writes(l)
         A = self.layers[l].pattern
         s = self.attn_scale(l)
-        _, _, _, bo = value_and_out(self.model, self.layers_mod[l])
+        bo = self.out_bias(l)
         parts = {}
         for h in range(self.H):
             for j in range(i + 1):
@@ -380,6 +388,9 @@ class Reference:
         if bo is not None:
             parts["bias"] = bo * s[i] if s is not None else bo.clone()
         return parts
+
+    def out_bias(self, l: int) -> torch.Tensor | None:
+        return value_and_out(self.model, self.layers_mod[l])[3]
 
     def attention_write(self, l: int, i: int) -> torch.Tensor:
         total = torch.zeros(self.d, dtype=DT)
@@ -464,13 +475,206 @@ def final_norm(model) -> nn.Module:
 
 def final_norm_without_bias(model, y: torch.Tensor) -> torch.Tensor:
     """The final norm of y [d] by formula, without its additive bias (the linear part in y's scale)."""
-    norm = final_norm(model)
+    family = declared_family(model)
+    norm = final_norm(model) if family is None else resolve(model, family.final_norm)
+    layer_norm = isinstance(norm, nn.LayerNorm) or (family is not None and family.norm == "layer")
     y = _d(y)
     d = y.shape[0]
     values = y.tolist()
-    if isinstance(norm, nn.LayerNorm):
+    if family is None:
+        gain = _d(norm.weight) if layer_norm else rms_gain(model, norm)
+    else:
+        gain = _d(norm.weight) + family.norm_offset if getattr(norm, "weight", None) is not None else None
+    if layer_norm:
         mean = sum(values) / d
         var = sum((v - mean) ** 2 for v in values) / d
-        return _d(norm.weight) * (y - mean) / math.sqrt(var + norm.eps)
-    ms = sum(v * v for v in values) / d
-    return rms_gain(model, norm) * y / math.sqrt(ms + norm_eps(norm))
+        out = (y - mean) / math.sqrt(var + norm_eps(norm))
+    else:
+        ms = sum(v * v for v in values) / d
+        out = y / math.sqrt(ms + norm_eps(norm))
+    return out * gain if gain is not None else out
+
+
+# ------------------------------------------------------------------------------------------
+# Families read generically (module docstring): numbers the model computes, paths declared
+# ------------------------------------------------------------------------------------------
+def declared_family(model):
+    """The declaration of a family this file does not derive by hand (None for those it does)."""
+    if model_type(model) in HAND_DERIVED:
+        return None
+    from routelens.models.adapters import family_for  # data only: module paths, norm kind, multiplier
+
+    family = family_for(model_type(model))
+    if family is None:
+        raise KeyError(model_type(model))
+    return family
+
+
+def resolve(root, path: str | None):
+    """Follow a dotted attribute path; None for a missing optional ("...?") one."""
+    if path is None:
+        return None
+    obj = root
+    for name in path.rstrip("?").split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            assert path.endswith("?"), f"{type(root).__name__} has no {path}"
+            return None
+    return obj
+
+
+def weight_out_in(module: nn.Module) -> torch.Tensor:
+    """A projection's weight as [out, in] float64 (GPT-2's Conv1D keeps [in, out])."""
+    w = _d(module.weight)
+    return w.t() if type(module).__name__ == "Conv1D" else w
+
+
+_RECORDED: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def recording_attention(module, query, key, value, attention_mask, **kwargs):
+    """The family's own eager attention, keeping the values it was given and the weights it made."""
+    import sys
+
+    eager = getattr(module, "routelens_eager", None) or sys.modules[type(module).__module__].eager_attention_forward
+    out, weights = eager(module, query, key, value, attention_mask, **kwargs)
+    _RECORDED[id(module)] = (_d(value[0]), _d(weights[0]))
+    return out, weights
+
+
+class DeclaredReference(Reference):
+    """The same parts and importances as Reference, for a family read generically."""
+
+    def __init__(self, model: nn.Module, ids: list[int], family=None) -> None:
+        self.family = family if family is not None else declared_family(model)
+        self.model = model
+        self.ids = list(ids)
+        cfg = model.config
+        parallel = self.family.parallel
+        self.parallel = bool(getattr(cfg, parallel)) if isinstance(parallel, str) else bool(parallel)
+        self.layers_mod = list(resolve(model, self.family.layers))
+        scale = getattr(cfg, self.family.write_scale) if self.family.write_scale else None
+        self.multiplier = None if scale in (None, 1.0) else float(scale)
+        self.layers = self._run()
+        self.H = self.layers[0].pattern.shape[0]
+        self.KV, _, self.dh = self.values[0].shape
+        self.d = self.layers[0].x_in.shape[1]
+        self._u_cache = {}
+
+    def _module(self, l: int, path: str | None):
+        return resolve(self.layers_mod[l], path)
+
+    def _run(self) -> list[RefLayer]:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+        f = self.family
+        store: list[dict] = [{} for _ in self.layers_mod]
+        handles = []
+
+        def keep_out(i, key):
+            def hook(_m, _a, out):
+                store[i].setdefault(key, _row(_first(out)))
+            return hook
+
+        def keep_in(i, key):
+            def hook(_m, args, kwargs):
+                store[i].setdefault(key, _row(args[0] if args else kwargs["hidden_states"]))
+            return hook
+
+        for i, block in enumerate(self.layers_mod):
+            handles.append(block.register_forward_pre_hook(keep_in(i, "x_in"), with_kwargs=True))
+            handles.append(block.register_forward_hook(keep_out(i, "x_out")))
+            handles.append(self._module(i, f.attn).register_forward_pre_hook(keep_in(i, "n_attn"), with_kwargs=True))
+            handles.append(self._module(i, f.attn).register_forward_hook(keep_out(i, "o")))
+            handles.append(self._module(i, f.ffn).register_forward_pre_hook(keep_in(i, "n_ffn"), with_kwargs=True))
+            ffn_out = self._module(i, f.ffn_out)
+            if ffn_out is not None:
+                handles.append(ffn_out.register_forward_pre_hook(keep_in(i, "act"), with_kwargs=True))
+                handles.append(ffn_out.register_forward_hook(keep_out(i, "f_raw")))
+            else:
+                handles.append(self._module(i, f.ffn).register_forward_hook(keep_out(i, "f_raw")))
+            for path, key in ((f.attn_post_norm, "a"), (f.ffn_post_norm, "f")):
+                norm = self._module(i, path)
+                if norm is not None:
+                    handles.append(norm.register_forward_hook(keep_out(i, key)))
+        AttentionInterface.register("reference_recording", recording_attention)
+        AttentionMaskInterface.register("reference_recording", eager_mask)  # the masks eager attention gets
+        before = self.model.config._attn_implementation
+        _RECORDED.clear()
+        try:
+            self.model.set_attn_implementation("reference_recording")
+            with torch.no_grad():
+                out = self.model(input_ids=torch.tensor([self.ids]), use_cache=False)
+        finally:
+            self.model.set_attn_implementation(before)
+            for h in handles:
+                h.remove()
+        self.logits = _d(out.logits[0])
+        layers, self.values, self.acts = [], [], []
+        m = self.multiplier
+        for i, s in enumerate(store):
+            value, pattern = _RECORDED[id(self._module(i, f.attn))]
+            self.values.append(value)  # [Hkv, T, dh]
+            self.acts.append(s.get("act"))
+            o, f_raw = s["o"], s["f_raw"]
+            layers.append(RefLayer(
+                x_in=s["x_in"], n_attn=s["n_attn"], pattern=pattern, o=o,
+                a=s.get("a", o * m if m is not None else o), n_ffn=s["n_ffn"], f_raw=f_raw,
+                f=s.get("f", f_raw * m if m is not None else f_raw), x_out=s["x_out"],
+            ))
+        return layers
+
+    def head_writes(self, l: int) -> list[list[torch.Tensor]]:
+        """U[h][j] = W_O[h] v[kv(h), j], v the value the model's attention function was given."""
+        if l in self._u_cache:
+            return self._u_cache[l]
+        w_o = weight_out_in(self._module(l, self.family.out_proj))
+        v = self.values[l]
+        U = []
+        for h in range(self.H):
+            wo = w_o[:, h * self.dh:(h + 1) * self.dh]
+            U.append([wo @ v[self.kv_of(h), j] for j in range(v.shape[1])])
+        self._u_cache[l] = U
+        return U
+
+    def out_bias(self, l: int) -> torch.Tensor | None:
+        bias = getattr(self._module(l, self.family.out_proj), "bias", None)
+        return _d(bias) if bias is not None else None
+
+    def _scale(self, norm, o: torch.Tensor) -> torch.Tensor | None:
+        if norm is not None:
+            g = _d(norm.weight) + self.family.norm_offset
+            out = torch.empty_like(o)
+            for i in range(o.shape[0]):
+                ms = sum(v * v for v in o[i].tolist()) / o.shape[1]
+                out[i] = g / math.sqrt(ms + norm_eps(norm))
+            return out
+        if self.multiplier is not None:
+            return torch.full_like(o, self.multiplier)
+        return None
+
+    def attn_scale(self, l: int) -> torch.Tensor | None:
+        return self._scale(self._module(l, self.family.attn_post_norm), self.layers[l].o)
+
+    def ffn_scale(self, l: int) -> torch.Tensor | None:
+        return self._scale(self._module(l, self.family.ffn_post_norm), self.layers[l].f_raw)
+
+    def neuron_parts(self, l: int, i: int):
+        out = self._module(l, self.family.ffn_out)
+        coef = self.acts[l][i]
+        cols = weight_out_in(out)
+        bias = _d(out.bias) if getattr(out, "bias", None) is not None else None
+        s = self.ffn_scale(l)
+        writes = [coef[k] * cols[:, k] * (s[i] if s is not None else 1.0) for k in range(coef.shape[0])]
+        if bias is not None and s is not None:
+            bias = bias * s[i]
+        return [str(k) for k in range(coef.shape[0])], coef, torch.stack(writes), bias
+
+
+def reference_for(model: nn.Module, ids: list[int], family=None) -> Reference:
+    """The hand-derived reference where this file has one, the generic one otherwise (reading the
+    module paths of `family`, or of the family routelens would pick)."""
+    if model_type(model) in HAND_DERIVED:
+        return Reference(model, ids)
+    return DeclaredReference(model, ids, family)

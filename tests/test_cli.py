@@ -38,7 +38,7 @@ def test_models_architectures_lists_every_covered_model_type():
     assert result.returncode == 0, result.stderr
     listed = {t.strip() for line in result.stdout.splitlines() if "│" in line
               for t in line.split("│")[2].split(",") if t.strip()}
-    assert listed == set(supported_model_types()) and len(listed) >= 15
+    assert listed == set(supported_model_types()) and len(listed) >= 30
     assert f"({len(listed)} model types)" in " ".join(result.stdout.split())
 
 

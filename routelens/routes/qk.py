@@ -121,8 +121,10 @@ def frozen_norm(adapter: Adapter, norm: nn.Module, actual: torch.Tensor) -> Call
     a, eps = actual.float(), adapter.norm_eps(norm)
     if adapter.is_layer_norm(norm):
         inv = torch.rsqrt(a.var(-1, unbiased=False, keepdim=True) + eps)
-        weight = norm.weight.float().to(a.device) if norm.weight is not None else None
-        bias = norm.bias.float().to(a.device) if norm.bias is not None else None
+        weight = adapter.norm_gain(norm)  # (1 + w) where the family's norms say so; None without a gain
+        weight = weight.to(a.device) if weight is not None else None
+        bias = getattr(norm, "bias", None)
+        bias = bias.float().to(a.device) if bias is not None else None
 
         def layer_norm(u: torch.Tensor) -> torch.Tensor:
             uf = u.float()
@@ -143,7 +145,10 @@ def frozen_norm(adapter: Adapter, norm: nn.Module, actual: torch.Tensor) -> Call
 
 
 def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.LayerNorm) or "norm" in type(module).__name__.lower()
+    """A norm itself, not a container of norms (StableLM's per-head q/k LayerNorms)."""
+    if isinstance(module, nn.LayerNorm):
+        return True
+    return "norm" in type(module).__name__.lower() and next(module.children(), None) is None
 
 
 # ---- the attention module as an affine map -----------------------------------------------------
@@ -256,11 +261,13 @@ def position_parts(trace: Trace, layer: int, pos: int
     "bias"), with their names: each side sums to the model's own query / key at `pos` (checked)."""
     adapter = trace.adapter
     spec = adapter.spec(layer)
-    if spec.attn_norm is None:
-        raise UnsupportedArchitectureError(f"{type(adapter).__name__} does not name its attention input norm")
     cap = trace.capture.layers[layer]
     names, parts = residual_parts(trace, layer, pos)
-    norm = frozen_norm(adapter, spec.attn_norm, trace.resid(layer)[pos].float().to(parts.device))
+    if spec.attn_norm is None:  # the attention reads the residual itself (OLMo 2's post-norm blocks)
+        def norm(u: torch.Tensor) -> torch.Tensor:
+            return u
+    else:
+        norm = frozen_norm(adapter, spec.attn_norm, trace.resid(layer)[pos].float().to(parts.device))
     const = norm(torch.zeros_like(parts[0]))  # LayerNorm beta (0 for RMSNorm)
     rows = torch.cat([torch.zeros_like(parts[:1]), const[None], norm(parts) - const])
     probe = AttentionProbe(trace, layer, pos, cap.attn_in[pos])

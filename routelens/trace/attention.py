@@ -7,6 +7,9 @@ as "routelens", this function calls that very eager function on blocks of query 
 of the mask the model built (causal, sliding window), so the output is the eager one and a layer's
 pattern can later be recomputed for any rows from the queries and keys recorded here (already
 rotated, already through any q/k norm). Nothing here knows a model family.
+
+A backend that computes attention itself (TransformerLens) reports each layer's pattern instead
+(`record_pattern`), kept whole as a `StoredPattern` that answers like an `AttentionCall`.
 """
 
 from __future__ import annotations
@@ -161,3 +164,73 @@ def use_routelens_attention(model: nn.Module) -> None:
     if getattr(model.config, "_attn_implementation", None) != NAME:
         register()
         model.set_attn_implementation(NAME)
+
+
+@dataclass
+class StoredPattern:
+    """A layer's attention pattern as a backend that computes attention itself handed it over
+    (TransformerLens's `hook_pattern`): the whole [1, H, T, T] tensor, kept, since the queries and
+    keys behind it are not the model's own call of a transformers eager function to run again.
+    Memory: H x T x T per replayed layer, in the model's dtype (T = 4096, H = 32, fp32: 2 GiB).
+
+    It answers like `AttentionCall` for the pattern (`pattern_rows`, `pattern`, `n_positions`),
+    so capture, decompose, routes and knockout read it unchanged. It keeps no queries, keys or
+    mask: "why a head attends" (routes/qk.py) needs them and is refused on such a backend."""
+
+    module: nn.Module
+    weights: torch.Tensor  # [1, H, T, T], the pattern the model multiplied its values by
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.weights.shape[2])
+
+    def pattern_rows(self, positions: torch.Tensor | list[int]) -> torch.Tensor:
+        """A[h, i, :] for the query positions given: [H, P, T], the model's own numbers."""
+        idx = torch.as_tensor(positions, dtype=torch.long, device=self.weights.device)
+        return self.weights[0][:, idx]
+
+    def pattern(self) -> torch.Tensor:
+        """The whole pattern [H, T, T]."""
+        return self.weights[0]
+
+    @property
+    def query(self) -> torch.Tensor:
+        """No queries are kept: the pattern [1, H, T, T] stands in where code sizes row blocks by
+        `query.shape[1]` (heads) or counts a layer's bytes."""
+        return self.weights
+
+    @property
+    def key(self) -> torch.Tensor:
+        return self.weights
+
+    @property
+    def mask(self) -> torch.Tensor:
+        raise _no_scores()
+
+    def scores_scale(self) -> float:
+        raise _no_scores()
+
+    @property
+    def softcap(self) -> float | None:
+        raise _no_scores()
+
+
+def _no_scores() -> Exception:
+    from ..errors import UnsupportedArchitectureError
+
+    return UnsupportedArchitectureError(
+        "why a head attends needs the model's own queries, keys and mask, and this backend "
+        "(TransformerLens) hands routelens only the attention pattern; load the model with "
+        "rl.load or rl.wrap of the transformers model (a native adapter) to split attention scores")
+
+
+def record_pattern(module: nn.Module, weights: torch.Tensor) -> None:
+    """Report a pattern [1, H, T, T] that `module` computed itself to the active recorder (if any):
+    its finiteness flag, and the pattern when the recorder keeps calls (StoredPattern)."""
+    recorder = _active.get()
+    if recorder is None or weights.shape[0] != 1:
+        return
+    weights = weights.detach()
+    recorder.flags[id(module)] = [torch.isfinite(weights.sum(dtype=torch.float32))]
+    if recorder.keep_calls:
+        recorder.calls[id(module)] = StoredPattern(module=module, weights=weights)

@@ -8,6 +8,10 @@ by running that block again on its stored input with the same call: the same mod
 numbers, so the same result. The attention pattern is never whole: `trace/attention.py` computes
 it a block of query rows at a time, and any rows again on demand. Memory is O(L x T x d) plus one
 layer's replay; no layers x heads x T x T tensor exists.
+
+A backend that runs the model its own way (Adapter.forward_logits, Adapter.hook_points: the
+TransformerLens bridge) is captured the same way, through its own hook points; its attention hands
+over its whole pattern, so each replayed layer there holds one heads x T x T tensor.
 """
 
 from __future__ import annotations
@@ -245,8 +249,14 @@ def _split_call(args: tuple, kwargs: dict) -> BlockCall:
     return BlockCall(args=(), kwargs=rest)
 
 
-def _layer_hooks(spec: Any, keep: dict[str, Any], on_tensor: Any) -> list[Any]:
-    """Hooks on one layer's modules: `on_tensor(key, tensor)` for every part, in computation order."""
+_SCALED = {"attn_out": "attn_write", "ffn_out": "ffn_write"}  # write before -> after a constant multiplier
+
+
+def _layer_hooks(spec: Any, keep: dict[str, Any], on_tensor: Any,
+                 points: list[tuple[str, nn.Module]] | None = None) -> list[Any]:
+    """Hooks on one layer's modules: `on_tensor(key, tensor)` for every part, in computation order.
+    `points`: the backend's own (part, module) hook points (Adapter.hook_points), each part its
+    module's output, the pattern reported to the active attention recorder; None hooks `spec`."""
 
     def pre(key: str):
         def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -256,7 +266,10 @@ def _layer_hooks(spec: Any, keep: dict[str, Any], on_tensor: Any) -> list[Any]:
 
     def post(key: str):
         def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
-            on_tensor(key, _flat(_first(output)))
+            t = _flat(_first(output))
+            on_tensor(key, t)
+            if spec.write_scale is not None and key in _SCALED:  # the model's own `write * multiplier`
+                on_tensor(_SCALED[key], t * spec.write_scale)
 
         return hook
 
@@ -265,6 +278,11 @@ def _layer_hooks(spec: Any, keep: dict[str, Any], on_tensor: Any) -> list[Any]:
         weight = args[2] if len(args) > 2 else kwargs["top_k_weights"]
         keep["routing"] = (index.detach(), weight.detach())
 
+    def pattern(_module: nn.Module, _args: tuple, output: Any) -> None:
+        attention.record_pattern(spec.attn, _first(output))
+
+    if points is not None:
+        return [module.register_forward_hook(pattern if key == "pattern" else post(key)) for key, module in points]
     handles = [
         spec.attn.register_forward_pre_hook(pre("attn_in"), with_kwargs=True),
         spec.attn.register_forward_hook(post("attn_out")),
@@ -345,20 +363,21 @@ def run_with_capture(adapter: Adapter, token_ids: torch.Tensor, *, keep_layers_b
     device = next(model.parameters()).device
     ids = token_ids.to(device)[None]
     with model_lock(model):
-        attention.use_routelens_attention(model)  # the user may have switched it (sdpa) since wrapping
+        if adapter.uses_routelens_attention:
+            attention.use_routelens_attention(model)  # the user may have switched it (sdpa) since wrapping
         try:
             for i, spec in enumerate(specs):
                 handles.append(spec.block.register_forward_pre_hook(block_in(i), with_kwargs=True))
-                handles.extend(_layer_hooks(spec, parts[i], part(i, spec)))
+                handles.extend(_layer_hooks(spec, parts[i], part(i, spec), adapter.hook_points(i)))
                 handles.append(spec.block.register_forward_hook(block_out(i)))
             start = time.perf_counter()
             with torch.inference_mode(), attention.recording(recorder):
-                out = model(input_ids=ids, use_cache=False, **_keep_last_logits(model))
+                logits = _forward_logits(adapter, ids)
             seconds = time.perf_counter() - start
         finally:
             for handle in handles:
                 handle.remove()
-    capture = Capture(adapter, token_ids.cpu(), resid, out.logits[0, -1].detach(), forward_seconds=seconds,
+    capture = Capture(adapter, token_ids.cpu(), resid, logits[0, -1].detach(), forward_seconds=seconds,
                       calls=calls)  # type: ignore[arg-type]
     flags.append((len(specs), "logits", all_finite(capture.last_logits)))
     raise_first_non_finite(capture, flags, next(model.parameters()).dtype)
@@ -382,15 +401,22 @@ def replay_layer(capture: Capture, index: int) -> LayerCapture:
     recorder = attention.Recorder()
     device = next(spec.block.parameters()).device
     with model_lock(adapter.model):
-        attention.use_routelens_attention(adapter.model)
-        handles = _layer_hooks(spec, keep, on_tensor)
+        if adapter.uses_routelens_attention:
+            attention.use_routelens_attention(adapter.model)
+        handles = _layer_hooks(spec, keep, on_tensor, adapter.hook_points(index))
         try:
             with attention.recording(recorder):
                 out = spec.block(x.to(device)[None], *call.args, **call.kwargs)
         finally:
             for handle in handles:
                 handle.remove()
-    return _layer_capture(x, keep, recorder.calls[id(spec.attn)], _flat(_first(out)))
+    call = recorder.calls.get(id(spec.attn))
+    if call is None:  # a backend whose attention reports no pattern (adapter.hook_points)
+        from ..errors import UnsupportedArchitectureError
+
+        raise UnsupportedArchitectureError(f"the attention of layer {index} ({type(spec.attn).__name__}) reported no "
+                                           "attention pattern, so its write cannot be decomposed")
+    return _layer_capture(x, keep, call, _flat(_first(out)))
 
 
 def _layer_capture(x: torch.Tensor, keep: dict[str, Any], call: attention.AttentionCall,
@@ -433,22 +459,35 @@ def record_block_calls(adapter: Adapter, token_ids: torch.Tensor) -> list[BlockC
 
     device = next(model.parameters()).device
     with model_lock(model):
-        attention.use_routelens_attention(model)  # the masks of the model's own calls
+        if adapter.uses_routelens_attention:
+            attention.use_routelens_attention(model)  # the masks of the model's own calls
         try:
             for i, spec in enumerate(specs):
                 handles.append(spec.block.register_forward_pre_hook(keep(i), with_kwargs=True))
                 swapped.append((spec.block, spec.block.__dict__.get("forward")))  # accelerate may have set one
-                spec.block.forward = identity
-            model(input_ids=token_ids.to(device)[None], use_cache=False, **_keep_last_logits(model))
+                # the instance's own attribute, past any __setattr__ of a wrapper (TransformerLens's
+                # bridge components pass attributes on to the module they wrap)
+                spec.block.__dict__["forward"] = identity
+            _forward_logits(adapter, token_ids.to(device)[None])
         finally:
             for block, before in swapped:
                 if before is None:
-                    del block.forward
+                    block.__dict__.pop("forward", None)
                 else:
-                    block.forward = before
+                    block.__dict__["forward"] = before
             for handle in handles:
                 handle.remove()
     return calls  # type: ignore[return-value]
+
+
+def _forward_logits(adapter: Adapter, ids: torch.Tensor) -> torch.Tensor:
+    """The model's logits [1, T', V] for `ids` [1, T]: the adapter's own way of running it
+    (Adapter.forward_logits), or a transformers causal LM call without a cache."""
+    logits = adapter.forward_logits(ids)
+    if logits is None:
+        model = adapter.model
+        logits = model(input_ids=ids, use_cache=False, **_keep_last_logits(model)).logits
+    return logits
 
 
 def _keep_last_logits(model: nn.Module) -> dict[str, Any]:

@@ -56,9 +56,8 @@ def head_writes_at(adapter: Adapter, layer: LayerCapture, index: int, pos: int) 
     w_o, _ = adapter.out_proj(index)
     w_o = w_o.detach().float().view(adapter.d_model, adapter.n_heads, adapter.head_dim)
     writes = torch.einsum("hk,dhk->hd", mixed, w_o)
-    if spec.attn_post_norm is not None:
-        writes = writes * adapter.post_norm_scale(spec.attn_post_norm, layer.attn_out[pos : pos + 1])[0]
-    return writes
+    scale = attn_scale(adapter, layer, index, slice(pos, pos + 1))
+    return writes * scale[0] if scale is not None else writes
 
 
 @torch.no_grad()
@@ -70,8 +69,7 @@ def attention_parts(adapter: Adapter, layer: LayerCapture, index: int) -> Attent
     w_o, b_o = adapter.out_proj(index)
     w_o = w_o.detach().float().view(adapter.d_model, adapter.n_heads, adapter.head_dim)
     head_writes = torch.einsum("thk,dhk->htd", per_head_values, w_o)
-    spec = adapter.spec(index)
-    scale = adapter.post_norm_scale(spec.attn_post_norm, layer.attn_out) if spec.attn_post_norm is not None else None
+    scale = attn_scale(adapter, layer, index)
     return AttentionParts(
         head_writes=head_writes,
         call=layer.attention,
@@ -80,12 +78,27 @@ def attention_parts(adapter: Adapter, layer: LayerCapture, index: int) -> Attent
     )
 
 
+def _write_scale(adapter: Adapter, norm: torch.nn.Module | None, multiplier: float | None,
+                 out: torch.Tensor) -> torch.Tensor | None:
+    """The per-position scale `s` [T, d] of a write: a post-norm's, linearised with the whole write
+    (routes-math.md section 2), or a constant multiplier's (Granite); None when the write is `out`."""
+    if norm is not None:
+        return adapter.post_norm_scale(norm, out)
+    if multiplier is not None:
+        return torch.full(out.shape, multiplier, dtype=torch.float32, device=out.device)
+    return None
+
+
+@torch.no_grad()
+def attn_scale(adapter: Adapter, layer: LayerCapture, index: int, rows: slice = slice(None)) -> torch.Tensor | None:
+    spec = adapter.spec(index)
+    return _write_scale(adapter, spec.attn_post_norm, spec.write_scale, layer.attn_out[rows])
+
+
 @torch.no_grad()
 def ffn_scale(adapter: Adapter, layer: LayerCapture, index: int) -> torch.Tensor | None:
     spec = adapter.spec(index)
-    if spec.ffn_post_norm is None:
-        return None
-    return adapter.post_norm_scale(spec.ffn_post_norm, layer.ffn_out)
+    return _write_scale(adapter, spec.ffn_post_norm, spec.write_scale, layer.ffn_out)
 
 
 @dataclass

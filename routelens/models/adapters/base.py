@@ -29,6 +29,7 @@ class LayerModules:
     parallel: bool = False  # attention and FFN both read the block input (Pythia, Phi, GPT-J)
     experts: nn.Module | None = None  # MoE: called as experts(hidden, top_k_index, top_k_weights)
     attn_norm: nn.Module | None = None  # the norm whose output the attention reads (routes section 9)
+    write_scale: float | None = None  # a constant each write is multiplied by before the add (Granite)
 
 
 def linear_weight(module: nn.Module) -> torch.Tensor:
@@ -131,15 +132,24 @@ class Adapter:
     def unembed(self, resid: torch.Tensor, *, apply_norm: bool = True) -> torch.Tensor:
         """Logits of residual vectors, exactly as the model computes them after its last block."""
         h = self.final_norm()(resid) if apply_norm else resid
-        logits = self.lm_head()(h)
-        cap = getattr(self.config, "final_logit_softcapping", None)
+        logits = self.scale_logits(self.lm_head()(h))
+        cap = self.final_softcap()
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
 
     def lm_head_linear(self, h: torch.Tensor) -> torch.Tensor:
         """The unembedding matrix alone (no bias, no soft-cap): the linear map direct effects use."""
-        return torch.nn.functional.linear(h.float(), self.lm_head().weight.float())
+        return self.scale_logits(torch.nn.functional.linear(h.float(), self.lm_head().weight.float()))
+
+    def final_softcap(self) -> float | None:
+        """The soft-cap `c` of the logits, `c * tanh(logits / c)` (Gemma 2/3), or None."""
+        return getattr(self.config, "final_logit_softcapping", None)
+
+    def scale_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """A constant factor some families put on the logits (Cohere's logit_scale, Granite's
+        1 / logits_scaling), in the model's own operation; none by default."""
+        return logits
 
     def norm_gain(self, norm: nn.Module) -> torch.Tensor | None:
         weight = getattr(norm, "weight", None)
@@ -202,3 +212,23 @@ class Adapter:
             "dtype": str(param.dtype).replace("torch.", ""),
             "parallel_blocks": any(spec.parallel for spec in self.layers()),
         }
+
+    # ---- backends that are not transformers modules (TransformerLens) ----
+    # trace/capture.py runs a transformers causal LM with trace/attention.py's "routelens" attention
+    # and hooks the LayerModules of each layer. A backend that runs the model its own way and
+    # computes attention itself (adapters/transformer_lens.py) says so here; the defaults are the
+    # transformers behaviour, unchanged.
+    uses_routelens_attention: ClassVar[bool] = True  # switch the model to the "routelens" attention
+
+    def forward_logits(self, input_ids: torch.Tensor) -> torch.Tensor | None:
+        """Run the whole model on `input_ids` [1, T] without a cache: its logits [1, T', V] (T' = T,
+        or 1 for the last position only). None (the default): capture.py runs it as a transformers
+        causal LM."""
+        return None
+
+    def hook_points(self, layer: int) -> list[tuple[str, nn.Module]] | None:
+        """(part, module) pairs whose forward output is that part of layer `layer`, in computation
+        order: "attn_in", "pattern" (the attention pattern [1, H, T, T]), "attn_out", "attn_write",
+        "ffn_in", "ffn_act", "ffn_out", "ffn_write". None (the default): capture.py hooks the
+        modules of `spec(layer)` and reads the pattern from the routelens attention."""
+        return None

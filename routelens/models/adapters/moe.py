@@ -10,15 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import UnsupportedArchitectureError
-from .base import LayerModules
-from .decoder import LlamaAdapter
+from .declare import DeclaredAdapter
 
 
-class MoEAdapter(LlamaAdapter):
-    model_types = ("mixtral", "qwen2_moe", "qwen3_moe")
-    family = "moe"
+class MoEAdapter(DeclaredAdapter):
+    """The declaration names `mlp.experts?`; code forms the neuron parts of the chosen experts."""
 
     def check_supported(self) -> None:
+        super().check_supported()
         for layer in self.decoder_layers():
             experts = getattr(layer.mlp, "experts", None)
             if experts is not None and not hasattr(experts, "gate_up_proj"):
@@ -26,22 +25,6 @@ class MoEAdapter(LlamaAdapter):
                     f"{type(experts).__name__} does not keep its experts as fused gate_up_proj / down_proj "
                     "tensors; this transformers version's MoE layout is not supported"
                 )
-
-    def layers(self) -> list[LayerModules]:
-        specs = []
-        for layer in self.decoder_layers():
-            experts = getattr(layer.mlp, "experts", None)
-            specs.append(
-                LayerModules(
-                    block=layer,
-                    attn=layer.self_attn,
-                    ffn=layer.mlp,
-                    ffn_out=None if experts is not None else layer.mlp.down_proj,
-                    experts=experts,
-                    attn_norm=layer.input_layernorm,
-                )
-            )
-        return specs
 
     @torch.no_grad()
     def expert_neurons(self, index: int, layer, pos: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
