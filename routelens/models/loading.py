@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import re
 import threading
 from pathlib import Path
@@ -17,15 +18,32 @@ from ..errors import (ForbiddenError, InvalidArgumentError, ModelNotFoundError, 
                       UnsupportedArchitectureError)
 from . import catalog
 from .adapters import supported_model_types
+from .adapters.transformer_lens import PIP_EXTRA
 from .model import Model, ModelSource
 
+LOG = logging.getLogger("routelens")
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 
 
-def wrap(hf_model: nn.Module, tokenizer: Any, name: str | None = None) -> Model:
-    """Wrap a transformers causal LM already in memory."""
-    label = name or getattr(hf_model.config, "_name_or_path", None) or type(hf_model).__name__
+def wrap(hf_model: nn.Module, tokenizer: Any = None, name: str | None = None) -> Model:
+    """Wrap a model already in memory: a transformers causal LM (its tokenizer is needed), or a
+    TransformerLens TransformerBridge, raw or in compatibility mode (docs/transformer-lens.md; its
+    own tokenizer when none is given). Raises UnsupportedArchitectureError for a model routelens
+    cannot decompose exactly, InvalidArgumentError for a missing tokenizer."""
+    from .adapters.transformer_lens import is_bridge, is_hooked_transformer
+
+    if is_hooked_transformer(hf_model):
+        return Model(hf_model, tokenizer, ModelSource(name=str(name or "HookedTransformer"), kind="memory"))  # refuses
+    if is_bridge(hf_model):
+        tokenizer = tokenizer if tokenizer is not None else getattr(hf_model, "tokenizer", None)
+        label = name or getattr(hf_model.cfg, "model_name", None) or type(hf_model).__name__
+        if tokenizer is None:
+            raise InvalidArgumentError("this TransformerBridge has no tokenizer: pass one, rl.wrap(bridge, tokenizer)")
+        return Model(hf_model, tokenizer, ModelSource(name=str(label), kind="memory", extra={"backend": "transformer-lens"}))
+    if tokenizer is None:
+        raise InvalidArgumentError("give the model's tokenizer: rl.wrap(model, tokenizer)")
+    label = name or getattr(getattr(hf_model, "config", None), "_name_or_path", None) or type(hf_model).__name__
     return Model(hf_model, tokenizer, ModelSource(name=str(label), kind="memory"))
 
 
@@ -155,6 +173,10 @@ def _load_unlocked(
 
     `device_map="auto"` is passed to transformers to spread a big model over several GPUs
     (then `device` is ignored). `progress` is told each stage: downloading, converting, loading.
+    A model type with no native adapter is booted through TransformerLens when it is installed and
+    has a bridge for it (logged as a warning; `facts()["backend"] == "transformer-lens"`, and a
+    short probe must prove the parts exact first); otherwise UnsupportedArchitectureError says what
+    might help.
     Weights load from safetensors or GGUF only: pickled weights (.bin, .pt) can run code when
     read, so they need `allow_pickle=True`; code from a model's repository needs
     `trust_remote_code=True`. `hub_only=True` (the server, for names typed by users) never reads
@@ -211,11 +233,17 @@ def _load_unlocked(
         progress("loading")
     try:
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, **extra)
+        backend = "transformers"
         if config.model_type not in supported_model_types():
-            raise UnsupportedArchitectureError(
-                f"{name!r} is a {config.model_type!r} model ({', '.join(getattr(config, 'architectures', None) or [])}); "
-                f"routelens decomposes only: {', '.join(supported_model_types())}"
-            )
+            support = transformer_lens_support(config)
+            if support is not True:
+                raise UnsupportedArchitectureError(
+                    f"{name!r} is a {config.model_type!r} model ({', '.join(getattr(config, 'architectures', None) or [])}); "
+                    f"routelens decomposes only: {', '.join(supported_model_types())}; {support}"
+                )
+            backend = "transformer-lens"
+            LOG.warning("%s is a %r model, which routelens has no native adapter for: loading it through TransformerLens "
+                        "(its TransformerBridge); a short probe checks that its parts are exact", name, config.model_type)
         if "gguf_file" not in extra and not allow_pickle:
             kwargs["use_safetensors"] = True  # never unpickle weights nobody allowed
         hf_model = AutoModelForCausalLM.from_pretrained(where, attn_implementation="eager", **kwargs, **extra)
@@ -247,7 +275,51 @@ def _load_unlocked(
         raise ModelNotFoundError(f"could not load the model at {name!r}: {str(err).splitlines()[0][:300]}") from err
     if target_device is not None and target_device != "cpu":
         hf_model = hf_model.to(target_device)
+    if backend == "transformer-lens":
+        try:
+            bridge = boot_bridge(hf_model, tokenizer, where)
+        except (ValueError, RuntimeError, NotImplementedError, KeyError) as err:
+            raise UnsupportedArchitectureError(f"TransformerLens could not bridge {name!r} ({type(err).__name__}: "
+                                               f"{(str(err).splitlines() or [''])[0][:300]})") from err
+        source.extra["backend"] = "transformer-lens"
+        return Model(bridge, tokenizer, source)
     return Model(hf_model, tokenizer, source)
+
+
+def transformer_lens_support(config: Any) -> str | bool:
+    """True when TransformerLens is installed and has a bridge for this transformers config;
+    otherwise the reason, as the end of a refusal (what to install, or that it has none either)."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformer_lens") is None:
+        return f'TransformerLens may support it: {PIP_EXTRA}, then load it again'
+    try:
+        from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
+
+        architecture = determine_architecture_from_hf_config(config)
+    except ValueError:
+        return "the installed TransformerLens has no bridge for it either"
+    except ImportError as err:  # a TransformerLens older than 4, or one that moved this helper
+        return f"the installed TransformerLens cannot be asked ({err}); routelens uses transformer-lens>=4.3"
+    if getattr(config, "is_encoder_decoder", False) or not (
+            architecture.endswith("ForCausalLM") or architecture in DECODER_LM_HEADS):
+        return f"TransformerLens bridges it as {architecture}, which is not a decoder-only causal LM either"
+    return True
+
+
+# TransformerLens architectures of decoder-only causal LMs whose names do not end in ForCausalLM
+DECODER_LM_HEADS = ("GPT2LMHeadModel", "GPT2LMHeadCustomModel", "OpenAIGPTLMHeadModel")
+
+
+def boot_bridge(hf_model: nn.Module, tokenizer: Any, where: str) -> nn.Module:
+    """Wrap a loaded transformers model in a TransformerLens TransformerBridge (raw weights: the
+    model's own numbers), without fetching anything: the model and tokenizer are passed in."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    device = str(next(hf_model.parameters()).device)
+    dtype = next(hf_model.parameters()).dtype
+    return TransformerBridge.boot_transformers(where, hf_model=hf_model, tokenizer=tokenizer, device=device,
+                                               dtype=dtype)
 
 
 # transformers patches process-wide functions while it builds a model (empty-weight init, tied

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import EmptyPromptError, InvalidArgumentError, PromptTooLongError
 from .adapters import adapter_for
+from .adapters.base import Adapter
 from .tokens import TokenBytes, sequence_labels, token_label
 
 
@@ -24,24 +25,72 @@ class ModelSource:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def choose_adapter(model: nn.Module) -> Adapter:
+    """The adapter of a transformers causal LM (adapters.adapter_for), or of a TransformerLens
+    TransformerBridge (adapters/transformer_lens.py); a TransformerLens 3 HookedTransformer is
+    refused with what to use instead. Raises UnsupportedArchitectureError."""
+    from .adapters import transformer_lens as tl
+
+    if tl.is_bridge(model):
+        return tl.TransformerLensAdapter(model)
+    if tl.is_hooked_transformer(model):
+        from ..errors import UnsupportedArchitectureError
+
+        raise UnsupportedArchitectureError(
+            "routelens traces TransformerLens 4 bridges, not TransformerLens 3's HookedTransformer: boot the model "
+            "with TransformerBridge.boot_transformers(name) and call bridge.enable_compatibility_mode() for "
+            "HookedTransformer's numerics (fold_ln, center_writing_weights, ...), then rl.wrap(bridge)")
+    return adapter_for(model)
+
+
+PROBE_TOKENS = 8  # the exactness probe of a hook-read backend (Model._probe_exactness)
+
+
 class Model:
-    """Wraps a transformers causal LM for tracing. Build it with `rl.load` or `rl.wrap`."""
+    """Wraps a transformers causal LM, or a TransformerLens TransformerBridge, for tracing. Build it
+    with `rl.load` or `rl.wrap`. `hf_model` is the model as given (the bridge itself for a bridge)."""
 
     def __init__(self, hf_model: nn.Module, tokenizer: Any, source: ModelSource) -> None:
         self.hf_model = hf_model.eval()
         self.tokenizer = tokenizer
         self.source = source
-        self.adapter = adapter_for(hf_model)  # refuses unknown architectures before anything runs
+        self.adapter = choose_adapter(hf_model)  # refuses unknown architectures before anything runs
         # The model's own eager attention, a block of query rows at a time, recording what any
-        # pattern row needs (trace/attention.py): no heads x T x T tensor is ever whole.
+        # pattern row needs (trace/attention.py): no heads x T x T tensor is ever whole. A backend
+        # computing attention itself (TransformerLens) hands its pattern over through hooks instead.
         from ..trace.attention import NAME, use_routelens_attention
 
-        if getattr(hf_model.config, "_attn_implementation", None) != NAME:
+        if self.adapter.uses_routelens_attention and getattr(hf_model.config, "_attn_implementation", None) != NAME:
             use_routelens_attention(hf_model)
         from ..store.identity import parameter_guard
 
         # the parameters as loaded: a stored trace is keyed by the weight files only while they match
         self.loaded_guard = parameter_guard(hf_model)
+        if not self.adapter.uses_routelens_attention:
+            self._probe_exactness()
+
+    def _probe_exactness(self) -> None:
+        """A backend read through its own hooks (TransformerLens) covers architectures no test here
+        has seen: before any trace is trusted, a short probe must rebuild every write, residual and
+        the logits from the parts (Trace.check). Raises UnsupportedArchitectureError when it does not."""
+        from ..errors import UnsupportedArchitectureError
+        from ..trace.capture import run_with_capture
+        from ..trace.trace import Trace
+
+        n = min(PROBE_TOKENS, self.adapter.context_length or PROBE_TOKENS)
+        ids = (torch.arange(n) * 7 + 1) % self.adapter.vocab_size
+        trace = Trace(self, run_with_capture(self.adapter, ids))
+        for layer in range(trace.n_layers):  # routes read sources j <= i only: the attention must be causal
+            if bool(torch.triu(trace.capture.layers[layer].pattern.float(), diagonal=1).ne(0).any()):
+                raise UnsupportedArchitectureError(
+                    f"{self.name}: layer {layer} attends to later positions (its attention is not causal); routes "
+                    "need a decoder-only causal LM")
+        report = trace.check()
+        if not report.ok:
+            raise UnsupportedArchitectureError(
+                f"{self.name}: through {self.adapter.family}, the parts routelens reads do not rebuild what the model "
+                f"computes (max relative error {report.max_error:.2e} on a {n}-token probe, tolerance "
+                f"{report.tolerance:.0e}), so its routes would not be exact; this architecture needs a native adapter")
 
     @property
     def name(self) -> str:
@@ -52,7 +101,10 @@ class Model:
         return f"<routelens.Model {self.name!r}: {a.family}, {a.n_layers} layers, {a.n_heads} heads, d={a.d_model}>"
 
     def facts(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source.kind, "revision": self.source.revision, **self.adapter.facts()}
+        """What the model is: name, source, family, shapes, device, dtype; "backend" is
+        "transformers" or "transformer-lens" (a TransformerBridge, with its "processing")."""
+        return {"name": self.name, "source": self.source.kind, "revision": self.source.revision,
+                "backend": "transformers", **self.adapter.facts()}
 
     def graph_facts(self) -> dict[str, Any]:
         a = self.adapter
