@@ -301,6 +301,10 @@ def attribute(trace: Trace, layer: int, head: int, query: int, key: int) -> QKAt
     (arguments already checked: key <= query, not masked)."""
     cap = trace.capture.layers[layer]
     call = cap.attention
+    if call.kwargs.get("alibi") is not None:
+        raise UnsupportedArchitectureError(
+            f"layer {layer} adds an ALiBi position bias to q . k (BLOOM, Falcon with alibi): the split of the "
+            "q . k term alone would not sum to the score the softmax reads, and the ALiBi term is not split yet")
     kv = trace.adapter.kv_head_of(head)
     names_q, q_parts, k_here = position_parts(trace, layer, query)
     if key == query:
