@@ -20,6 +20,8 @@ was called with and returned (a recording attention implementation), W_O / b_O a
 module the family's declaration names as its output projection, neuron activations are the input of
 its FFN output projection. Only module paths come from the declaration (data, not routelens code),
 so a wrong value layout, output projection or multiplier in an adapter still shows as a mismatch.
+
+One file on purpose (over 400 lines): the reference is read as one independent derivation.
 """
 
 from __future__ import annotations

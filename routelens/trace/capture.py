@@ -9,6 +9,9 @@ numbers, so the same result. The attention pattern is never whole: `trace/attent
 it a block of query rows at a time, and any rows again on demand. Memory is O(L x T x d) plus one
 layer's replay; no layers x heads x T x T tensor exists.
 
+Over 400 lines on purpose: the forward pass, the replay and the identity pass share one set of hooks
+and must change together (a hook that differs between them breaks bit-identical replays).
+
 A backend that runs the model its own way (Adapter.forward_logits, Adapter.hook_points: the
 TransformerLens bridge) is captured the same way, through its own hook points; its attention hands
 over its whole pattern, so each replayed layer there holds one heads x T x T tensor.
