@@ -10,7 +10,6 @@ What a family must satisfy (issue 12's "done when"):
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass
 

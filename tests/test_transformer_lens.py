@@ -17,15 +17,14 @@ import logging
 
 import pytest
 import torch
+import transformer_lens  # noqa: F401  the README's test command installs the extra: never skipped
 
-pytest.importorskip("transformer_lens")
+import routelens as rl
+from routelens.errors import UnsupportedArchitectureError
+from routelens.models import loading
+from routelens.trace.decompose import attention_parts, ffn_write
 
-import routelens as rl  # noqa: E402
-from routelens.errors import UnsupportedArchitectureError  # noqa: E402
-from routelens.models import loading  # noqa: E402
-from routelens.trace.decompose import attention_parts, ffn_write  # noqa: E402
-
-from tiny_models import FAMILIES, PROMPT, VOCAB, TinyTokenizer, _build  # noqa: E402
+from tiny_models import FAMILIES, PROMPT, VOCAB, TinyTokenizer, _build
 
 TOL = 1e-5
 LENS_TOL = 1e-4

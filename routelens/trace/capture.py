@@ -457,8 +457,9 @@ def record_block_calls(adapter: Adapter, token_ids: torch.Tensor) -> list[BlockC
 
         return hook
 
-    def identity(*args: Any, **kwargs: Any) -> torch.Tensor:
-        return _hidden_arg(args, kwargs)
+    def identity(*args: Any, **kwargs: Any) -> Any:
+        hidden = _hidden_arg(args, kwargs)
+        return (hidden, None) if adapter.block_returns_tuple else hidden
 
     device = next(model.parameters()).device
     with model_lock(model):

@@ -45,9 +45,9 @@ class AttentionParts:
 
 @torch.no_grad()
 def head_writes_at(adapter: Adapter, layer: LayerCapture, index: int, pos: int) -> torch.Tensor:
-    """Each head's total write into `pos`, post-norm scale applied, bias excluded: [H, d] fp32.
-    The values are mixed by A[h, pos, :] before W_O, so no [H, T, d] tensor is formed."""
-    spec = adapter.spec(index)
+    """Each head's total write into `pos`, write scale (post-norm or multiplier) applied, bias
+    excluded: [H, d] fp32. The values are mixed by A[h, pos, :] before W_O, so no [H, T, d] tensor
+    is formed."""
     dtype = next(adapter.model.parameters()).dtype
     values = adapter.values(index, layer.attn_in[: pos + 1].to(dtype)).float()  # [pos+1, Hkv, dh]: causal
     kv = torch.tensor([adapter.kv_head_of(h) for h in range(adapter.n_heads)], device=values.device)

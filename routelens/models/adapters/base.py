@@ -219,6 +219,8 @@ class Adapter:
     # computes attention itself (adapters/transformer_lens.py) says so here; the defaults are the
     # transformers behaviour, unchanged.
     uses_routelens_attention: ClassVar[bool] = True  # switch the model to the "routelens" attention
+    # the model loop reads `block(...)[0]` (GPT-Neo, Bloom, Falcon): the identity pass answers a tuple
+    block_returns_tuple: ClassVar[bool] = False
 
     def forward_logits(self, input_ids: torch.Tensor) -> torch.Tensor | None:
         """Run the whole model on `input_ids` [1, T] without a cache: its logits [1, T', V] (T' = T,

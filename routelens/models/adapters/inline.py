@@ -25,10 +25,8 @@ one model instance it wraps, so that routelens can switch it to "routelens" (no 
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from .declare import DeclaredAdapter
@@ -72,30 +70,8 @@ def _yes() -> bool:
 
 
 class InlineAdapter(DeclaredAdapter):
-    """A declared adapter whose model's blocks return tuples `(hidden, weights)` and whose model loop
-    reads `outputs[0]` (GPT-Neo, Bloom, Falcon). trace/capture.py's `record_block_calls` swaps each
-    block's forward for an identity that returns the bare hidden states, which such a loop would
-    index into; `forward_logits` (capture.py's way to run the model) gives any swapped-in block forward
-    the tuple shape for the run. Without a swapped forward it returns None: the default run."""
+    """A declared adapter whose model's blocks return tuples `(hidden, weights)` and whose model
+    loop reads `outputs[0]` (GPT-Neo, Bloom, Falcon): capture.py's identity pass (stored traces)
+    answers them in that shape (`block_returns_tuple`)."""
 
-    def forward_logits(self, input_ids: torch.Tensor) -> torch.Tensor | None:
-        swapped = [(spec.block, spec.block.__dict__["forward"]) for spec in self.layers()
-                   if "forward" in spec.block.__dict__]
-        if not swapped:
-            return None
-        try:
-            for block, forward in swapped:
-                block.forward = _tuple_result(forward)
-            keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
-            return self.model(input_ids=input_ids, use_cache=False, **keep).logits
-        finally:
-            for block, forward in swapped:
-                block.forward = forward
-
-
-def _tuple_result(forward: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        out = forward(*args, **kwargs)
-        return (out, None) if isinstance(out, torch.Tensor) else out
-
-    return call
+    block_returns_tuple = True
