@@ -94,6 +94,29 @@ def test_graph_matches_schema_and_prunes_monotonically(client, traced):
     assert high_edges < low_edges  # a higher threshold keeps a strict subset
 
 
+def test_every_position_route_is_the_union_of_the_single_routes(client, traced):
+    """target=all draws every position's route at once: exactly the union of the single routes."""
+    tid = traced["trace_id"]
+    every = client.get(f"/api/trace/{tid}/graph", params={"threshold": 0.04, "target": "all"})
+    assert every.status_code == 200, every.text
+    every = every.json()
+    jsonschema.validate(every, json.loads(SCHEMA_FILE.read_text()))
+    assert every["target"]["pos"] is None and every["target"]["positions"] == [0, 1, 2, 3, 4]
+    nodes: set[str] = set()
+    edges: dict[tuple[str, str, str], float] = {}
+    for pos in range(5):
+        one = client.get(f"/api/trace/{tid}/graph", params={"threshold": 0.04, "target": pos}).json()
+        nodes |= {n["id"] for n in one["nodes"]}
+        for e in one["edges"]:
+            edges[(e["source"], e["target"], e["kind"])] = e["weight"]
+    assert {n["id"] for n in every["nodes"]} == nodes
+    assert {(e["source"], e["target"], e["kind"]): e["weight"] for e in every["edges"]} == edges
+    exported = client.get(f"/api/trace/{tid}/export", params={"threshold": 0.04, "target": "all", "format": "json"})
+    assert exported.status_code == 200 and "-all-" in exported.headers["content-disposition"]
+    for bad in ("last", "1.5", ""):
+        assert_error(client.get(f"/api/trace/{tid}/graph", params={"target": bad}), 422, "invalid_argument")
+
+
 def test_node_panel(client, traced):
     tid = traced["trace_id"]
     r = client.get(f"/api/trace/{tid}/node", params={"kind": "block", "layer": 29, "pos": 4}).json()

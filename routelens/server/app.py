@@ -85,6 +85,18 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
 
 
+def graph_target(value: str) -> int | str:
+    """The `target` query parameter: "all" (every position's route) or an integer position."""
+    text = value.strip()
+    if text == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidArgumentError(f"target must be a token position (an integer, negative from the end) "
+                                   f"or \"all\", not {value!r}") from None
+
+
 def json_bytes(content: Any) -> bytes:
     """JSON as the API sends it (strict: no NaN), encoded where it is called: big answers are
     encoded in a worker thread so the event loop (health checks, other clients) never waits."""
@@ -361,10 +373,13 @@ def create_app(config: ServerConfig, *, preload: bool = True,
         return {"file": file, "prompts": read_prompt_file(config.dataset_path(file))}
 
     @app.get("/api/trace/{trace_id}/graph")
-    async def graph(request: Request, trace_id: str, target: int = -1,
+    async def graph(request: Request, trace_id: str, target: str = Query("-1", max_length=12),
                     threshold: float = Query(0.04, ge=0.0, le=1.0)) -> Response:
+        """The route to one position (an integer, negative from the end) or to every position
+        (`target=all`: the union of each position's route, docs/api.md)."""
         entry = use(trace_id)
         check_threshold(threshold)
+        target = graph_target(target)
 
         def work() -> bytes:
             built = entry.trace.graph(target=target, threshold=threshold, max_edges=edge_bound())
@@ -377,7 +392,7 @@ def create_app(config: ServerConfig, *, preload: bool = True,
         request: Request,
         trace_id: str,
         format: Literal["json", "graphml", "svg", "png", "html"] = "json",  # noqa: A002 (the query parameter's name)
-        target: int = -1,
+        target: str = Query("-1", max_length=12),
         threshold: float = Query(0.04, ge=0.0, le=1.0),
     ) -> Response:
         """The route graph as a file: the same formats as `routelens trace --out`."""
@@ -385,6 +400,7 @@ def create_app(config: ServerConfig, *, preload: bool = True,
 
         entry = use(trace_id)
         check_threshold(threshold)
+        target = graph_target(target)
         bound = edge_bound(config.max_export_edges)
 
         def work() -> tuple[Any, bytes]:  # building and rendering: both heavy, both in the queue
