@@ -1,6 +1,9 @@
 """The persistent trace store: an SQLite index beside safetensors files, shared by the CLI, the
 Python API and the server, by any number of processes at once.
 
+Over 400 lines on purpose: `TraceStore`'s methods share one connection, one lock order and one
+write protocol (below); split apart, each piece would have to restate them.
+
 Layout under the root (default `~/.cache/routelens/store`, `$ROUTELENS_STORE` moves it, `off`
 turns it off):
 
