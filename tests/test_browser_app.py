@@ -27,7 +27,7 @@ def server(smollm2):
 
 @pytest.fixture()
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     pg = context.new_page()
     pg.set_default_timeout(WAIT_MS)
     yield pg
@@ -104,7 +104,7 @@ def threshold_shown(page) -> str:
     return page.get_by_test_id("threshold-input").input_value()
 
 
-def test_all_positions_view_is_the_union_of_the_single_routes(page, server):
+def test_all_positions_view_is_the_union_of_the_single_routes(page, server, tmp_path):
     n_tokens = run_prompt(page, server)
     last_nodes, _ = drawn(page)
     page.get_by_test_id("prediction-all").click()
@@ -125,6 +125,21 @@ def test_all_positions_view_is_the_union_of_the_single_routes(page, server):
     # the union is more than the route to the last position: the view shows something new
     assert len(nodes) > len(last_nodes)
     assert {n.split(":")[2] for n in nodes if n.startswith("x:")} == {str(p) for p in range(n_tokens)}
+
+    # the exports say what they hold: file names "posall", the SVG's title "every position"
+    with page.expect_download() as info:
+        page.locator("[data-testid=export-button][data-format=svg]").click()
+    assert "_posall_" in info.value.suggested_filename
+    svg = tmp_path / "all.svg"
+    info.value.save_as(svg)
+    assert "route to every position" in svg.read_text()
+    with page.expect_download() as info:
+        page.locator("[data-testid=export-button][data-format=json]").click()
+    assert "_posall_" in info.value.suggested_filename
+    exported = tmp_path / "all.json"
+    info.value.save_as(exported)
+    target = json.loads(exported.read_text())["target"]
+    assert target["pos"] is None and target["positions"] == list(range(n_tokens))
 
     # a node and an edge of the route to an earlier position open the same panel as in its own view
     p = next(p for p in range(n_tokens - 1) if any(e[2] == "attn" for e in singles[p][1]))
@@ -161,6 +176,14 @@ def test_all_positions_view_is_the_union_of_the_single_routes(page, server):
     settled(page, "all")
     page.keyboard.press("ArrowRight")
     settled(page, "0")
+
+    # the exported JSON (no pos, every position) opened as a file is drawn as the all view
+    page.get_by_test_id("open-file-input").set_input_files(str(exported))
+    page.get_by_test_id("file-badge").wait_for()
+    page.wait_for_function("() => document.querySelector('[data-testid=graph]').dataset.hooks === 'sync'")
+    assert page.get_by_test_id("prediction-all").get_attribute("aria-selected") == "true"
+    assert "every position" in page.locator(".route-info").inner_text()
+    assert drawn(page) == (union_nodes, union_edges)
 
 
 def test_panels_name_layers_as_the_graph_does(page, server):

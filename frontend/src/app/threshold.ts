@@ -37,8 +37,9 @@ export function applyThreshold(app: App, tau: number, dragging = false): void {
   tau = clamp(tau, minTau(app), 1);
   // the store writes the URL after the frame is painted (state.ts): history.replaceState would
   // force the new elements' style to be computed before the paint, inside the redraw
-  $view.setKey("threshold", tau);
-  app.thresholdCtl.show(tau); // also when the store kept its value: a typed value out of range
+  const kept = $view.get().threshold === tau;
+  $view.setKey("threshold", tau); // the controls follow the store
+  if (kept) app.thresholdCtl.show(tau); // a typed value out of range: the box shows the clamped one
   const p = app.prepared;
   if (!p) return;
   const t0 = performance.now();
