@@ -113,3 +113,13 @@ export function targetPos(g: Graph): number {
   if (t.pos !== null && t.pos !== undefined) return t.pos;
   return t.positions?.[0] ?? -1;
 }
+
+/** The target a graph was drawn for: its position, or "all" when it holds every position's
+ * route (no pos, but positions: the web app's all-positions view, the API's target=all). */
+export function fileTarget(g: Graph): number | "all" {
+  const t = g.target;
+  const T = g.tokens.length;
+  if (t.pos !== null && t.pos !== undefined) return t.pos >= 0 && t.pos < T ? t.pos : T - 1;
+  if (t.positions?.length) return "all";
+  return T - 1;
+}

@@ -1,18 +1,59 @@
-// The view's state in the URL query string, so a reload or a shared link restores the view:
+// The view's state: one nanostores map ($view) that the controls read and subscribe to, and its
+// mirror in the URL query string, so a reload or a shared link restores the view:
 //   ?model=NAME&prompt=TEXT&chat=1&norm=l2&target=5&threshold=0.04&sel=node:x:12:4&head=3&neuron=812
-// sel is node:<node id> or edge:<kind>|<source id>|<target id>.
-// A URL that asks for work and that this tab did not write itself is confirmed by the user before
-// anything loads or runs (ui/linkconfirm.ts).
+// target is a position or `all` (every position's route at once); sel is node:<node id> or
+// edge:<kind>|<source id>|<target id>.
+// Every change of $view writes the URL (a threshold change debounced: the slider writes it after
+// the frame is painted). A URL that asks for work and that this tab did not write itself is
+// confirmed by the user before anything loads or runs (ui/linkconfirm.ts); meanwhile the URL
+// module is held and the link's URL stays.
 
+import { map } from "nanostores";
 import type { Selection } from "./types";
 import { rememberOwnUrl } from "./ui/linkconfirm";
+
+/** A position, or every position at once. */
+export type Target = number | "all";
+
+export interface ViewState {
+  model: string;
+  /** The prompt of the trace shown (not what is being typed). */
+  prompt: string;
+  chat: boolean;
+  norm: "l1" | "l2";
+  target: Target;
+  threshold: number;
+  sel: Selection | null;
+  head: number | null;
+  neuron: number | null;
+  /** What the graph shows: nothing yet, a live trace, or a graph opened from a file (not in the URL). */
+  shown: "none" | "trace" | "file";
+}
+
+export const $view = map<ViewState>({
+  model: "",
+  prompt: "",
+  chat: false,
+  norm: "l1",
+  target: -1,
+  threshold: 0.04,
+  sel: null,
+  head: null,
+  neuron: null,
+  shown: "none",
+});
+
+/** Set several keys with one notification (one URL write). */
+export function setView(patch: Partial<ViewState>): void {
+  $view.set({ ...$view.get(), ...patch });
+}
 
 export interface UrlState {
   model?: string;
   prompt?: string;
   chat?: boolean;
   norm?: "l1" | "l2";
-  target?: number;
+  target?: Target;
   threshold?: number;
   sel?: Selection | null;
   head?: number | null;
@@ -30,7 +71,8 @@ export function readUrl(): UrlState {
   const norm = q.get("norm");
   if (norm === "l1" || norm === "l2") s.norm = norm;
   const target = q.get("target");
-  if (target !== null && target !== "" && Number.isInteger(Number(target))) s.target = Number(target);
+  if (target === "all") s.target = "all";
+  else if (target !== null && target !== "" && Number.isInteger(Number(target))) s.target = Number(target);
   const th = Number(q.get("threshold"));
   if (q.has("threshold") && Number.isFinite(th) && th >= 0 && th <= 1) s.threshold = th;
   const sel = q.get("sel");
@@ -66,3 +108,39 @@ export function writeUrl(s: UrlState, debounce = false): void {
   if (debounce) timer = window.setTimeout(apply, 150);
   else apply();
 }
+
+/** What of the view goes in the URL: a graph from a file is not there (a reload does not bring it
+ * back), and the prompt and target only once a trace is shown. */
+export function urlOf(v: ViewState): UrlState {
+  const live = v.shown === "trace";
+  const file = v.shown === "file";
+  return {
+    model: v.model,
+    prompt: live ? v.prompt : undefined,
+    chat: v.chat,
+    norm: v.norm,
+    target: live ? v.target : undefined,
+    threshold: file ? undefined : v.threshold,
+    sel: file ? null : v.sel,
+    head: v.head,
+    neuron: v.neuron,
+  };
+}
+
+// held until the page knows whether the URL it was opened with asks for confirmation
+let held = true;
+
+/** Hold the URL as it is (a link waiting for the user's Run or Dismiss), or let the view write it again. */
+export function holdUrl(on: boolean): void {
+  held = on;
+  if (on) clearTimeout(timer);
+}
+
+/** Write the view into the URL now (`debounce`: after the frame is painted). */
+export function syncUrl(debounce = false): void {
+  if (!held) writeUrl(urlOf($view.get()), debounce);
+}
+
+// history.replaceState inside a redraw would force the new elements' style before the paint:
+// a threshold change alone is written once the slider rests
+$view.listen((_v, _old, key) => syncUrl(key === "threshold"));

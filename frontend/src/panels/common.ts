@@ -12,15 +12,21 @@ export function posToken(ctx: PanelCtx, pos: number): HTMLSpanElement {
   return tokenSpan(ctx.tokens[pos] ?? "?", "tok", false, ctx.graph()?.p.graph.token_bytes?.[pos]);
 }
 
-export function panelShell(testid: string, kicker: string, title: (Node | string)[], onClose: () => void): { root: HTMLElement; body: HTMLElement } {
+/** A panel: kicker (what and where, layers named as layers.ts does), title, close button; `layer`
+ * is the block index (-1: the embedding), as the graph node hooks' data-layer. */
+export function panelShell(testid: string, kicker: string, title: (Node | string)[], onClose: () => void, layer?: number): { root: HTMLElement; body: HTMLElement } {
+  // "Block output · L22 out": the place is shown as layers.ts writes it (not upper-cased)
+  const cut = kicker.indexOf(" · ");
+  const what = cut < 0 ? kicker : kicker.slice(0, cut);
+  const place = cut < 0 ? null : kicker.slice(cut + 3);
   const body = h("div", { class: "panel-body" });
   const root = h(
     "section",
-    { class: "panel", "data-testid": testid },
+    { class: "panel", "data-testid": testid, "data-layer": layer },
     h(
       "header",
       { class: "panel-head" },
-      h("div", { class: "panel-kicker" }, kicker),
+      h("div", { class: "panel-kicker" }, what, place ? [" · ", h("span", { class: "panel-place" }, place)] : null),
       h("h2", { class: "panel-title" }, ...title),
       h("button", { class: "icon-btn panel-close", title: "Close (Esc)", "aria-label": "close panel", onclick: onClose }, "×"),
     ),

@@ -7,7 +7,8 @@ import type { EdgeInfo, HeadInfo } from "../types";
 import { qs } from "../api";
 import { h, num, pct } from "../ui/dom";
 import { effectsView, errorBox, loadingBox, panelShell, posToken, section } from "./common";
-import { attnTargetId, type PanelCtx } from "./context";
+import { attnTargetId, parseNodeId, type PanelCtx } from "./context";
+import { edgePlace, layerName } from "../layers";
 import { heatmap } from "./heatmap";
 import { qkSection } from "./qk";
 
@@ -16,9 +17,10 @@ const headCache = new Map<string, Promise<HeadInfo>>();
 export function headPanel(ctx: PanelCtx, edge: { layer: number; source: number; target: number }): HTMLElement {
   const { root, body } = panelShell(
     "head-panel",
-    `Attention edge · layer ${edge.layer}`,
+    `Attention edge · ${attnEdgePlace(edge.layer, edge.source, edge.target, ctx.parallel)}`,
     [posToken(ctx, edge.source), h("span", { class: "muted" }, ` ${edge.source} → `), posToken(ctx, edge.target), h("span", { class: "muted" }, ` ${edge.target}`)],
     ctx.close,
+    edge.layer,
   );
   const list = h("div", { class: "heads" }, loadingBox());
   const detail = h("div", { class: "head-detail" });
@@ -80,7 +82,7 @@ export function headPanel(ctx: PanelCtx, edge: { layer: number; source: number; 
       const onCell = (row: number, col: number) => ctx.selectEdge(`attn|x:${edge.layer}:${col}|${attnTargetId(edge.layer, row, ctx.parallel)}`);
       detail.replaceChildren(
         section(
-          `Layer ${edge.layer}, ${name}`,
+          `${layerName(edge.layer)}, ${name}`,
           h(
             "div",
             { class: "heatmaps" },
@@ -107,4 +109,11 @@ export function headPanel(ctx: PanelCtx, edge: { layer: number; source: number; 
     .catch((err: Error) => list.replaceChildren(errorBox(err.message)));
   loadHead();
   return root;
+}
+
+/** "L4: L3 out → L4 attn" for the attention edge of block `layer` from `source` into `target`. */
+export function attnEdgePlace(layer: number, source: number, target: number, parallel: boolean): string {
+  const s = parseNodeId(`x:${layer}:${source}`)!;
+  const t = parseNodeId(attnTargetId(layer, target, parallel))!;
+  return edgePlace(s, t);
 }

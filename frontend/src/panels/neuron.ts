@@ -6,9 +6,10 @@ import { qs } from "../api";
 import { h, num, tokenText, truncate } from "../ui/dom";
 import { NEG, POS, effectsView, errorBox, loadingBox, panelShell, posToken, section } from "./common";
 import type { NodeRef, PanelCtx } from "./context";
+import { layerName, nodePlace } from "../layers";
 
 export function neuronPanel(ctx: PanelCtx, node: NodeRef): HTMLElement {
-  const { root, body } = panelShell("neuron-panel", `FFN · layer ${node.layer}`, [posToken(ctx, node.pos), h("span", { class: "muted" }, ` pos ${node.pos}`)], ctx.close);
+  const { root, body } = panelShell("neuron-panel", `FFN · ${nodePlace("ffn", node.layer)}`, [posToken(ctx, node.pos), h("span", { class: "muted" }, ` pos ${node.pos}`)], ctx.close, node.layer);
   const g = ctx.graph();
   let routeWeight: number | null = null;
   if (g) {
@@ -82,7 +83,7 @@ export function neuronPanel(ctx: PanelCtx, node: NodeRef): HTMLElement {
   const showDetail = () => {
     if (!data) return;
     if (current === null) {
-      detail.replaceChildren(section("Promoted / suppressed tokens: FFN output", effectsView(data.all, `Direct effect of the whole FFN write of block ${node.layer} at position ${node.pos} on the logit lens of the block output.`)));
+      detail.replaceChildren(section("Promoted / suppressed tokens: FFN output", effectsView(data.all, `Direct effect of ${layerName(node.layer)}'s whole FFN write at position ${node.pos} on the logit lens of the block output (${nodePlace("block", node.layer)}).`)));
       return;
     }
     const n = current;
@@ -95,7 +96,7 @@ export function neuronPanel(ctx: PanelCtx, node: NodeRef): HTMLElement {
         detail.replaceChildren(
           section(
             `Promoted / suppressed tokens: neuron ${n}`,
-            effectsView(eff, `Direct effect of neuron ${n}'s signed write (activation ${info ? num(info.activation, 3) : "?"} × its output column) on the logit lens of the block output.`),
+            effectsView(eff, `Direct effect of neuron ${n}'s signed write (activation ${info ? num(info.activation, 3) : "?"} × its output column) on the logit lens of the block output (${nodePlace("block", node.layer)}).`),
           ),
         );
       })

@@ -9,6 +9,7 @@ import { h, num, pct } from "../ui/dom";
 import { panelShell, posToken, section } from "./common";
 import { parseNodeId, type PanelCtx } from "./context";
 import { connections } from "./token";
+import { edgePlace, nodePlace } from "../layers";
 
 const KICKER: Record<string, string> = {
   block: "Block output",
@@ -77,8 +78,8 @@ export function offlinePanel(ctx: PanelCtx, sel: Selection, source: string, how:
     const ref = parseNodeId(sel.id);
     if (!ref || ref.pos >= ctx.tokens.length) return null;
     const ffn = ref.kind === "ffn";
-    const layerText = ref.kind === "embed" ? "" : ` · layer ${ref.layer}`;
-    const { root, body } = panelShell(ffn ? "neuron-panel" : "token-panel", KICKER[ref.kind] + layerText, [posToken(ctx, ref.pos), h("span", { class: "muted" }, ` pos ${ref.pos}`)], ctx.close);
+    const kicker = `${KICKER[ref.kind]} · ${nodePlace(ref.kind, ref.layer)}`;
+    const { root, body } = panelShell(ffn ? "neuron-panel" : "token-panel", kicker, [posToken(ctx, ref.pos), h("span", { class: "muted" }, ` pos ${ref.pos}`)], ctx.close, ref.layer);
     root.classList.add("offline");
     root.dataset.offline = "1";
     const i = g?.p.byId.get(ref.id);
@@ -98,9 +99,10 @@ export function offlinePanel(ctx: PanelCtx, sel: Selection, source: string, how:
   const layer = t.layer;
   const { root, body } = panelShell(
     "head-panel",
-    `Attention edge · layer ${layer}`,
+    `Attention edge · ${edgePlace(s, t)}`,
     [posToken(ctx, s.pos), h("span", { class: "muted" }, ` ${s.pos} → `), posToken(ctx, t.pos), h("span", { class: "muted" }, ` ${t.pos}`)],
     ctx.close,
+    layer,
   );
   root.classList.add("offline");
   root.dataset.offline = "1";

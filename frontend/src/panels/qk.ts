@@ -8,6 +8,7 @@ import "./qk.css";
 import { qs, request } from "../api";
 import { h, num, pct } from "../ui/dom";
 import type { PanelCtx } from "./context";
+import { layerName } from "../layers";
 
 export interface QkPart {
   name: string;
@@ -122,7 +123,7 @@ function qkView(ctx: PanelCtx, q: QkRef, d: QkInfo): Node[] {
   const facts = h(
     "div",
     { class: "qk-facts", "data-testid": "qk-score" },
-    fact("score", isNum(d.score) ? signed(d.score, 4) : "–", `pre-softmax score of layer ${q.layer} head ${q.head}: query ${q.query} ${tok(q.query)} → key ${q.key} ${tok(q.key)} (q·k × ${isNum(d.scale) ? num(d.scale, 4) : "scale"})`),
+    fact("score", isNum(d.score) ? signed(d.score, 4) : "–", `pre-softmax score of ${layerName(q.layer)} head ${q.head}: query ${q.query} ${tok(q.query)} → key ${q.key} ${tok(q.key)} (q·k × ${isNum(d.scale) ? num(d.scale, 4) : "scale"})`),
     isNum(d.capped) ? fact("soft-capped", signed(d.capped, 4), "the score after the model's attention soft-capping: what the softmax sees") : null,
     fact("attention", isNum(d.attention) ? pct(d.attention) : "–", "the attention weight after the softmax over all keys"),
     isNum(d.parts_sum) ? fact("sum of parts", signed(d.parts_sum, 4), "the pairs below, all of them added up: equals the score") : null,

@@ -8,6 +8,7 @@ import { append, h, num, pct, tokenSpan, tokenText, truncate } from "../ui/dom";
 import { effectsView, errorBox, loadingBox, panelShell, posToken, section } from "./common";
 import type { NodeRef, PanelCtx } from "./context";
 import { parseNodeId } from "./context";
+import { edgePlace, layerName, nodePlace } from "../layers";
 
 const KICKER: Record<string, string> = {
   block: "Block output",
@@ -25,8 +26,8 @@ function rankChange(rc: number | null): HTMLElement {
 }
 
 export function tokenPanel(ctx: PanelCtx, node: NodeRef): HTMLElement {
-  const layerText = node.kind === "embed" ? "" : ` · layer ${node.layer}`;
-  const { root, body } = panelShell("token-panel", KICKER[node.kind] + layerText, [posToken(ctx, node.pos), h("span", { class: "muted" }, ` pos ${node.pos}`)], ctx.close);
+  const kicker = `${KICKER[node.kind]} · ${nodePlace(node.kind, node.layer)}`;
+  const { root, body } = panelShell("token-panel", kicker, [posToken(ctx, node.pos), h("span", { class: "muted" }, ` pos ${node.pos}`)], ctx.close, node.layer);
 
   const normBox = h("input", { type: "checkbox", checked: ctx.lensNorm });
   const content = h("div", null, loadingBox());
@@ -68,8 +69,8 @@ export function tokenPanel(ctx: PanelCtx, node: NodeRef): HTMLElement {
             : effectsView(
                 { promoted: info.promoted, suppressed: info.suppressed },
                 node.kind === "block"
-                  ? `Direct effect on this node's logit lens of block ${node.layer}'s write (attention + FFN).`
-                  : `Direct effect on this node's logit lens of the attention write of block ${node.layer}.`,
+                  ? `Direct effect on this node's logit lens of ${layerName(node.layer)}'s write (attention + FFN).`
+                  : `Direct effect on this node's logit lens of ${layerName(node.layer)}'s attention write.`,
               );
         content.replaceChildren(section("Top tokens", top), section("Promoted / suppressed tokens", writer));
       })
@@ -101,7 +102,9 @@ function connectionsBody(ctx: PanelCtx, node: NodeRef, g: NonNullable<ReturnType
     const e = g.p.edges[ei];
     const other = g.p.nodes[dir === "in" ? e.s : e.t];
     const otherRef = parseNodeId(other.id);
-    const where = other.kind === "embed" ? "emb" : `L${other.layer} ${other.kind}`;
+    const where = nodePlace(other.kind, other.layer);
+    const from = dir === "in" ? other : g.p.nodes[i];
+    const to = dir === "in" ? g.p.nodes[i] : other;
     return h(
       "li",
       {
@@ -109,7 +112,8 @@ function connectionsBody(ctx: PanelCtx, node: NodeRef, g: NonNullable<ReturnType
         onmouseenter: () => ctx.hover({ edge: e.key }),
         onmouseleave: () => ctx.hover(null),
         onclick: () => (e.kind === "attn" ? ctx.selectEdge(e.key) : otherRef && ctx.selectNode(other.id)),
-        title: e.kind === "attn" ? "click: heads of this edge" : "click: go to that node",
+        "data-layer": to.layer,
+        title: `${e.kind} edge ${edgePlace(from, to)}\n` + (e.kind === "attn" ? "click: heads of this edge" : "click: go to that node"),
       },
       h("span", { class: `kind-dot k-${e.kind}` }),
       h("span", { class: "conn-text" }, `${dir === "in" ? "from" : "to"} ‘${truncate(tokenText(ctx.tokens[other.pos] ?? ""), 14)}’ ${other.pos} · ${where}`),
