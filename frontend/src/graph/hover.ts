@@ -107,7 +107,7 @@ export class Hover implements Lit {
    * data-testid (which lags behind it while the hooks catch up after a change). */
   hookAt(e: MouseEvent): Element | null {
     const target = e.target as Element;
-    if (!this.hooks.indexOf(target) !== undefined) return null;
+    if (this.hooks.indexOf(target) === undefined) return null;
     if (this.isDrawnHook(target)) return target;
     for (const x of document.elementsFromPoint(e.clientX, e.clientY)) {
       if (x === this.root) break;
