@@ -46,7 +46,7 @@ def server(smollm2):
 def pages(browser, server):
     """One page per prompt size, run once per module; each test leaves it at the default size and
     fitted (restore())."""
-    context = browser.new_context(viewport=VIEWPORT)
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     opened: dict[int, object] = {}
 
     def get(size: int):
@@ -133,7 +133,6 @@ def drawn_columns(m: dict) -> dict[int, float]:
 
 
 def check_labels(m: dict, must: tuple[int, ...] = ()) -> None:
-    left, _, right, _ = m["area"]
     labels = m["labels"]
     shown = [x["pos"] for x in labels]
     assert len(shown) == len(set(shown)), "a column has two labels"
@@ -244,15 +243,20 @@ EXPORT_BOXES = """(text) => {
 }"""
 
 
-def exported(page) -> dict:
-    text = page.evaluate("window.__routelensDebug.exportSvg()")
-    assert text and text.startswith("<?xml")
+def exported(page, tmp_path) -> dict:
+    """The SVG the export button downloads (with the app's long title), measured in the page."""
+    with page.expect_download() as info:
+        page.locator("[data-testid=export-button][data-format=svg]").click()
+    path = tmp_path / "graph.svg"
+    info.value.save_as(path)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<?xml")
     return page.evaluate(EXPORT_BOXES, text)
 
 
 @pytest.mark.parametrize("size", [5, 650])
-def test_export_texts_never_overlap_and_stay_inside(pages, size):
-    out = exported(pages(size))
+def test_export_texts_never_overlap_and_stay_inside(pages, size, tmp_path):
+    out = exported(pages(size), tmp_path)
     w, h = out["vb"]
     assert out["size"] == pytest.approx([w, h], abs=1)
     boxes = [(b, t) for b, t in out["boxes"] if b[2] > b[0]]
@@ -262,12 +266,13 @@ def test_export_texts_never_overlap_and_stay_inside(pages, size):
     assert_no_overlap(boxes, f"exported texts ({size} tokens)")
     texts = [t for _, t in boxes]
     assert "emb" in texts and "L29" in texts
+    assert any(t.startswith("routelens ·") for t in texts), "the title is missing"
     assert not any(re.fullmatch(r"L30", t) for t in texts), "a layer named by a node id"
 
 
-def test_edge_strokes_follow_the_weight_over_the_range(pages):
+def test_edge_strokes_follow_the_weight_over_the_range(pages, tmp_path):
     page = pages(40)
-    out = exported(page)
+    out = exported(page, tmp_path)
     paths = out["paths"]
     hooks = page.locator("[data-testid=graph-edge]").evaluate_all("els => els.map(e => [e.dataset.kind, +e.dataset.weight])")
     assert sorted((k, w) for k, w, _, _ in paths) == sorted((k, w) for k, w in hooks), "the export draws other edges"
