@@ -88,9 +88,10 @@ export class Camera {
     return { w: r.width || this.w, h: r.height || this.h };
   }
 
-  /** The screen area not covered by the axes (and the minimap when it is kept room for). */
-  screenBox(inset = this.topInset): Box {
-    const { w, h } = this.size();
+  /** The screen area not covered by the axes (and the minimap when it is kept room for);
+   * `fresh`: measured now, else the size at the last resize (no forced layout in a frame). */
+  screenBox(inset = this.topInset, fresh = true): Box {
+    const { w, h } = fresh ? this.size() : this;
     return { x0: AXIS_Y_W + 4, x1: w - 10, y0: 4 + inset, y1: h - AXIS_X_H - 4 };
   }
 

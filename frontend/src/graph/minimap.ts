@@ -70,7 +70,7 @@ export class Minimap {
     }
     const c = this.cam.contentBox();
     const t = this.cam.t;
-    const s = this.cam.screenBox(0);
+    const s = this.cam.screenBox(0, false);
     const left = t.applyX(c.x0);
     const right = t.applyX(c.x1);
     const show = left < s.x0 - 1 || right > s.x1 + 1;
