@@ -110,7 +110,9 @@ class Viewer implements ViewerHandle {
   constructor(element: HTMLElement, graph: Graph, options: ViewerOptions) {
     this.element = element;
     this.tokens = graph.tokens;
-    this.target = targetPos(graph);
+    // a route to every position (target.pos null, several positions): -1, each root's column is a target
+    const all = (graph.target.pos === null || graph.target.pos === undefined) && (graph.target.positions?.length ?? 0) > 1;
+    this.target = all ? -1 : targetPos(graph);
     this.minTau = graph.threshold;
     this.tau = clamp(Number.isFinite(options.threshold) ? options.threshold! : graph.threshold, this.minTau, 1);
     const height = Number.isFinite(options.height) && options.height! > 120 ? options.height! : DEFAULT_HEIGHT;

@@ -35,7 +35,7 @@ export function makeLayout(p: Prepared, nTokens: number, viewW: number, viewH: n
   const used = new Uint8Array(nTokens);
   for (const n of p.nodes) if (n.pos >= 0 && n.pos < nTokens && (!keep || keep[n.idx])) used[n.pos] = 1;
   const nUsed = Math.max(1, used.reduce((a, b) => a + b, 0));
-  const narrow = 12;
+  const narrow = 16; // room for a rotated token label (graph/labels.ts) at the fitted zoom
   const availW = Math.max(300, viewW - MARGIN.left - MARGIN.right) - (nTokens - nUsed) * narrow;
   const wide = clamp(availW / nUsed, 46, 150);
   const colW = new Float64Array(nTokens);

@@ -1,7 +1,7 @@
 // The legend of the route graph's marks, shared by the web app and the standalone viewer.
 
 import { h } from "../ui/dom";
-import { COLORS } from "./view";
+import { COLORS } from "./style";
 
 export function legend(extraClass = ""): HTMLElement {
   return h(
