@@ -6,7 +6,8 @@ the real model, for a 5-token, a ~40-token and a ~650-token prompt.
 - fit (F, a resize): the route fills at least half of the graph area's height and lies inside it;
 - the minimap of a long prompt pans the view;
 - the SVG export: no two texts overlap, all inside the viewBox; edge strokes grow with the weight
-  over the whole range, residual strokes lighter than attention ones of the same weight;
+  over the whole range, residual strokes lighter than attention ones of the same weight; the same
+  for the server's (and the CLI's) SVG export, drawn by routelens/export/drawing.py;
 - tooltips and the layer axis use the one layer numbering (frontend/src/layers.ts);
 - a route to every position (target "all", drawn by the standalone viewer) marks every target.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 
 import pytest
 
@@ -268,6 +270,34 @@ def test_export_texts_never_overlap_and_stay_inside(pages, size, tmp_path):
     assert "emb" in texts and "L29" in texts
     assert any(t.startswith("routelens ·") for t in texts), "the title is missing"
     assert not any(re.fullmatch(r"L30", t) for t in texts), "a layer named by a node id"
+
+
+@pytest.mark.parametrize("size", [5, 650])
+def test_server_export_texts_never_overlap_and_stay_inside(browser, server, size):
+    """GET /api/trace/{id}/export?format=svg (drawing.py, as `routelens trace --out g.svg`), its
+    text widths estimated without a browser, measured in one as the app's own export is."""
+    body = json.dumps({"model": "smollm2-135m-instruct", "prompt": PROMPTS[size]}).encode()
+    post = urllib.request.Request(server + "/api/trace", data=body, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(post, timeout=600) as r:
+        trace = json.loads(r.read())
+    lo, hi = TOKENS[size]
+    assert lo <= len(trace["tokens"]) <= hi
+    with urllib.request.urlopen(f"{server}/api/trace/{trace['trace_id']}/export?format=svg&threshold=0.04", timeout=600) as r:
+        text = r.read().decode("utf-8")
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        out = context.new_page().evaluate(EXPORT_BOXES, text)
+    finally:
+        context.close()
+    w, h = out["vb"]
+    assert out["size"] == pytest.approx([w, h], abs=1)
+    boxes = [(b, t) for b, t in out["boxes"] if b[2] > b[0]]
+    assert len(boxes) >= len(trace["tokens"]) + 10  # a label under every column, the title, the legend, the layers
+    for b, t in boxes:
+        assert b[0] >= -0.5 and b[1] >= -0.5 and b[2] <= w + 0.5 and b[3] <= h + 0.5, f"{t!r} {b} is outside {w}x{h}"
+    assert_no_overlap(boxes, f"the server's exported texts ({size} tokens)")
+    texts = [t for _, t in boxes]
+    assert "emb" in texts and "L29" in texts and any(": route " in t for t in texts), "the title or a layer is missing"
 
 
 def test_edge_strokes_follow_the_weight_over_the_range(pages, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from PIL import Image
 import routelens as rl
 import tiny_models
 from routelens.export import GraphFileError, render, write_graph
-from routelens.export.drawing import scene_of
+from routelens.export.drawing import COLORS, NARROW, Circle, Polygon, Stroke, Text, edge_style, make_layout, scene_of, text_box
+from routelens.export.png import to_png
+from routelens.export.svg import to_svg
 from routelens.export.schema import SCHEMA_FILE
 from servers import tiny_app
 from tiny_models import PROMPT, TinyTokenizer, save_tiny_model
@@ -68,7 +71,7 @@ def test_svg_is_xml_with_one_shape_per_edge_and_node(graph, tmp_path):
     assert (int(root.get("width")), int(root.get("height"))) == (scene.width, scene.height)
     strokes = [p for p in root.iter(f"{SVG_NS}path") if p.get("data-kind")]
     assert len(strokes) == len(graph.edges)
-    colors = {"attn": "#0072B2", "resid": "#8E959E", "ffn": "#CC79A7"}
+    colors = {"attn": "#0072B2", "resid": "#6F7A86", "ffn": "#CC79A7"}  # residual: #8E959E before style.ts's rework
     for kind, color in colors.items():
         assert sum(p.get("stroke") == color and p.get("data-kind") == kind for p in strokes) == graph.edge_count(kind)
     node_shapes = [c for c in root.iter() if c.tag in (f"{SVG_NS}circle", f"{SVG_NS}rect") and c.get("data-kind")]
@@ -91,6 +94,137 @@ def test_png_decodes_at_the_drawing_size(graph, tmp_path):
 def test_unknown_extension_is_refused(graph, tmp_path):
     with pytest.raises(rl.InvalidArgumentError, match=".graphml"):
         write_graph(graph, tmp_path / "g.pdf")
+
+
+# ---- the drawing: the web app's look, nothing overlapping at any size ------------------------------
+@pytest.fixture(scope="module")
+def llama_trace():
+    model = rl.wrap(tiny_models.llama(), TinyTokenizer(), name="tiny-llama")
+    return model.trace(PROMPT, store=False)
+
+
+ODD_TOKENS = [" the", "\n", "東京都", "🙂🙂", "supercalifragilistic", "<E6 97>", "", "MMMWWW", " @%", "\t x"]
+
+
+def long_graph(g: dict, n: int = 330) -> dict:
+    """`g` spread over `n` tokens (position p at p * step): a long prompt with a few route
+    columns; tokens of every kind (wide characters, whitespace, byte groups, long words)."""
+    step = n // len(g["tokens"])
+    move = {**{i: i * step for i in range(len(g["tokens"]))}}
+    out = json.loads(json.dumps(g))
+    out["tokens"] = [ODD_TOKENS[i % len(ODD_TOKENS)] for i in range(n)]
+    for node in out["nodes"]:
+        node["pos"] = move[node["pos"]]
+    out["target"] = {**out["target"], "pos": move[out["target"]["pos"]]}
+    return out
+
+
+def texts_of(scene) -> list[Text]:
+    return [s for s in scene.shapes if isinstance(s, Text)]
+
+
+def assert_texts_fit(scene, what: str) -> None:
+    """No two estimated text boxes overlap; all lie inside the scene."""
+    boxes = sorted((text_box(t), t.text) for t in texts_of(scene))
+    assert len(boxes) > 10
+    for b, t in boxes:
+        assert b[0] >= 0 and b[1] >= 0 and b[2] <= scene.width and b[3] <= scene.height, f"{what}: {t!r} {b} outside"
+    for i, (a, ta) in enumerate(boxes):
+        for b, tb in boxes[i + 1:]:
+            if b[0] >= a[2]:
+                break
+            assert not (a[1] < b[3] and b[1] < a[3]), f"{what}: {ta!r} {a} overlaps {tb!r} {b}"
+
+
+def token_labels(scene) -> dict[int, list[Text]]:
+    """The token labels (each carries its column's tip) by position."""
+    out: dict[int, list[Text]] = {}
+    for t in texts_of(scene):
+        if t.tip:
+            out.setdefault(int(t.tip.split(":")[0].removeprefix("position ")), []).append(t)
+    return out
+
+
+def drawing_cases(trace) -> dict[str, dict]:
+    short = rl.wrap(tiny_models.llama(), TinyTokenizer(), name="tiny-llama").trace(PROMPT[:5], store=False)
+    compact = trace.graph(threshold=0.3).to_dict()
+    parallel = rl.wrap(tiny_models.gpt_neox(), TinyTokenizer(), name="tiny-neox").trace(PROMPT, store=False)
+    many_layers = parallel.graph(threshold=0.3).to_dict()
+    many_layers["model"]["n_layers"] = 80  # parallel blocks, block rows 9 units apart: layer labels thinned
+    cases = {"5 tokens": short.graph(threshold=0.02).to_dict(), "compact": compact, "80 layers": many_layers,
+             "330 tokens": long_graph(trace.graph(threshold=0.1).to_dict()), "all positions": trace.graph(target="all", threshold=0.2).to_dict()}
+    assert sum(make_layout(compact).used) <= 3 and len(compact["tokens"]) == 10  # most columns without route nodes
+    return cases
+
+
+def test_drawing_texts_never_overlap_and_every_column_has_one_label(llama_trace):
+    long_title = "a title far too long for a narrow graph: " + " ".join(["route"] * 60) + " " + "x" * 200
+    cases = drawing_cases(llama_trace)
+    for what, g in cases.items():
+        for title in (None, long_title):
+            scene = scene_of(g, title=title)
+            assert_texts_fit(scene, f"{what}, {'long' if title else 'default'} title")
+            lay = make_layout(g)
+            labels = token_labels(scene)
+            assert sorted(labels) == list(range(len(g["tokens"]))), f"{what}: not one label per column"
+            for pos, (label, *more) in labels.items():
+                assert not more and label.rotate == (lay.col_w[pos] < 28), (what, pos)
+            if what == "330 tokens":
+                assert sum(t.rotate for t, in labels.values()) > 300
+        title_lines = [t.text for t in texts_of(scene) if t.size == 13]
+        assert 1 <= len(title_lines) <= 3 and (" ".join(title_lines) == long_title or title_lines[-1].endswith("…"))
+        assert len(title_lines) == 3 or scene.width > 2000, what  # at most 3 lines, the rest cut
+        assert f"<title>{long_title}</title>" in to_svg(scene)  # the full title kept
+    layers = [t.text for t in texts_of(scene_of(cases["80 layers"])) if t.text[:1] == "L" and t.size == 10]
+    assert "L79" in layers and 10 < len(layers) < 80
+
+
+def test_rotated_labels_are_drawn_in_the_png_and_the_svg(llama_trace):
+    g = llama_trace.graph(threshold=0.3).to_dict()
+    scene = scene_of(g)
+    rotated = [t for t in texts_of(scene) if t.rotate]
+    assert len(rotated) >= 7
+    image = Image.open(io.BytesIO(to_png(scene, scale=2))).convert("L")
+    for t in rotated[:3]:
+        x0, y0, x1, y1 = text_box(t)
+        ink = image.crop((round(x0 * 2), round(y0 * 2), round(x1 * 2), round(y1 * 2))).getextrema()[0]
+        assert ink < 100, f"no ink where {t.text!r} is"
+        assert image.crop((round(x1 * 2) + 2, round(y0 * 2), round(x1 * 2) + 8, round(y1 * 2))).getextrema()[0] > 200
+    root = ET.fromstring(render(rl.routes.graph.RouteGraph.from_dict(g), "svg"))
+    turned = [t for t in root.iter(f"{SVG_NS}text") if t.get("transform")]
+    assert len(turned) == len(rotated)
+    for t in turned:
+        assert t.get("transform") == f"rotate(-90 {t.get('x')} {t.get('y')})" and t.get("text-anchor") == "end"
+
+
+def test_edge_strokes_follow_the_web_apps_mapping(graph):
+    for w in (0.0, 0.04, 0.25, 0.5, 1.0):
+        assert edge_style("attn", w) == pytest.approx((0.5 + 3 * math.sqrt(w), 0.15 + 0.85 * w))
+        assert edge_style("ffn", w) == pytest.approx((0.5 + 3 * math.sqrt(w), 0.15 + 0.85 * w))
+        assert edge_style("resid", w) == pytest.approx((0.5 + 2.2 * math.sqrt(w), 0.12 + 0.6 * w))
+    g = graph.to_dict()
+    want = sorted((e["kind"], round(0.5 + (2.2 if e["kind"] == "resid" else 3) * math.sqrt(e["weight"]), 6),
+                   round((0.12 + 0.6 * e["weight"]) if e["kind"] == "resid" else (0.15 + 0.85 * e["weight"]), 6)) for e in g["edges"])
+    got = sorted((s.kind, round(s.width, 6), round(s.opacity, 6)) for s in scene_of(g).shapes if isinstance(s, Stroke) and s.kind)
+    assert got == want
+    assert COLORS["resid"] == "#6F7A86"
+
+
+def test_a_route_to_every_position_marks_every_target(llama_trace):
+    g = llama_trace.graph(target="all", threshold=0.2).to_dict()
+    positions = g["target"]["positions"]
+    assert g["target"]["pos"] is None and len(positions) == len(PROMPT)
+    scene, lay = scene_of(g), make_layout(g)
+    top = min(s.points[2][1] for s in scene.shapes if isinstance(s, Polygon) and s.points[2][1] > 60)  # not the legend's
+    marks = sorted(s.points[2][0] for s in scene.shapes if isinstance(s, Polygon) and s.points[2][1] == top)
+    assert marks == pytest.approx([lay.col_x[i] for i in positions])
+    ringed = sorted(s.x for s in scene.shapes if isinstance(s, Circle) and s.stroke == COLORS["target"] and s.kind == "block")
+    assert ringed == pytest.approx([lay.col_x[i] for i in positions])
+    labels = token_labels(scene)
+    assert all(labels[i][0].fill == "#B26B00" and labels[i][0].bold for i in positions)
+    one = scene_of(llama_trace.graph(threshold=0.2).to_dict())  # one target: one mark, one ring
+    assert sum(isinstance(s, Circle) and s.stroke == COLORS["target"] and s.kind == "block" for s in one.shapes) == 1
+    assert NARROW == 16
 
 
 # ---- loading back --------------------------------------------------------------------------------

@@ -172,7 +172,7 @@ def test_gemma_labels_byte_fallback_tokens(gemma3):
 
 @pytest.mark.slow
 def test_svg_and_graph_json_carry_the_labels_and_bytes(smollm2, tmp_path):
-    from routelens.export.drawing import token_text
+    from routelens.export.labels import token_text
     from routelens.routes.graph import RouteGraph
 
     prompt = "🍕 日本の首都は"

@@ -1,25 +1,31 @@
 """The route graph as a list of shapes, laid out and styled as the web app draws it.
 
-This mirrors frontend/src/graph/layout.ts (node positions), view.ts (`edgeStyle`, node looks,
-`exportSvg`: title, legend, layer and token labels) for a view of EXPORT_VIEW pixels, so that
-`routelens trace --out g.svg` and the web app's SVG export look alike. svg.py writes the shapes
-as SVG, png.py rasterises the same shapes; neither knows about graphs.
+This mirrors the front end's graph drawing for a view of EXPORT_VIEW pixels, so that
+`routelens trace --out g.svg` and the web app's SVG export look alike: frontend/src/graph/
+layout.ts (node positions), style.ts (colours, `edgeStyle`, node looks), labels.ts (the token and
+layer label rule) and svgexport.ts (`exportSvg`: the title wrapped on its own lines, the legend on
+lines that fit under it, the drawing, token labels under every column, layer labels left of it).
+Nothing may overlap at any size. The text rules (labels.ts, svgexport.ts's title wrapping) are in
+labels.py, which estimates text widths from above, with no browser to measure them. svg.py writes
+the shapes as SVG, png.py rasterises the same shapes; neither knows about graphs.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models.tokens import BYTE_GROUP
+from .labels import (
+    ASCENT, AXIS_H, DESCENT, LAYER_SIZE, LEGEND_LINE, LEGEND_SIZE, MIN_W, PAD, POS_SIZE, SMALL_SIZE, TITLE_LINE, TITLE_SIZE,
+    TOK_SIZE, plan_layer_labels, plan_token_labels, text_width, wrap,
+)
 
 EXPORT_VIEW = (1400, 760)  # the web app's graph area at a 1400 x 900 window
 MARGIN = {"left": 52, "right": 24, "top": 24, "bottom": 46}
-HEAD, FOOT = 40, 58  # title band above, token labels below (as exportSvg)
-COLORS = {"attn": "#0072B2", "ffn": "#CC79A7", "resid": "#8E959E", "block": "#2F3A48", "embed": "#7B8490", "target": "#E69F00"}
+NARROW = 16  # a column the route never touches: room for a rotated token label (layout.ts)
+COLORS = {"attn": "#0072B2", "ffn": "#CC79A7", "resid": "#6F7A86", "block": "#2F3A48", "embed": "#7B8490", "target": "#E69F00"}
 NODE_LOOK = {  # radius in units of the layout's node radius
     "block": {"round": True, "r": 1.0, "rx": 0.0, "fill": COLORS["block"], "stroke": "#FFFFFF", "sw": 1.0},
     "target": {"round": True, "r": 1.35, "rx": 0.0, "fill": COLORS["block"], "stroke": COLORS["target"], "sw": 2.5},
@@ -27,8 +33,6 @@ NODE_LOOK = {  # radius in units of the layout's node radius
     "ffn": {"round": False, "r": 0.85, "rx": 1.5, "fill": COLORS["ffn"], "stroke": "#FFFFFF", "sw": 1.0},
     "embed": {"round": False, "r": 1.0, "rx": 2.0, "fill": COLORS["embed"], "stroke": "#FFFFFF", "sw": 1.0},
 }
-SANS = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
-MONO = "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"
 
 
 def clamp(v: float, lo: float, hi: float) -> float:
@@ -91,6 +95,7 @@ class Text:
     bold: bool = False
     mono: bool = False
     tip: str | None = None  # shown on hover (an SVG <title>): a token's full label and its bytes
+    rotate: bool = False  # rotated -90 degrees about (x, y), centred across (dominant-baseline central)
 
 
 @dataclass
@@ -99,6 +104,16 @@ class Scene:
     height: int
     title: str
     shapes: list[Any] = field(default_factory=list)
+
+
+def text_box(t: Text) -> tuple[float, float, float, float]:
+    """The estimated box (x0, y0, x1, y1) of a text shape, its rotation applied."""
+    w = text_width(t.text, t.size, t.mono, t.bold)
+    if t.rotate:  # rotate(-90) about (x, y), anchored at its end, centred across: it reads upward
+        half = (ASCENT + DESCENT) * t.size / 2
+        return t.x - half, t.y, t.x + half, t.y + w
+    x0 = t.x - {"start": 0, "middle": w / 2, "end": w}[t.anchor]
+    return x0, t.y - ASCENT * t.size, x0 + w, t.y + DESCENT * t.size
 
 
 # ---- layout (layout.ts) ---------------------------------------------------------------------------
@@ -140,7 +155,7 @@ def make_layout(graph: dict[str, Any], view: tuple[int, int] = EXPORT_VIEW) -> L
         if 0 <= n["pos"] < n_tokens:
             used[n["pos"]] = True
     n_used = max(1, sum(used))
-    narrow = 12
+    narrow = NARROW
     view_w, view_h = view
     avail_w = max(300, view_w - MARGIN["left"] - MARGIN["right"]) - (n_tokens - n_used) * narrow
     wide = clamp(avail_w / n_used, 46, 150)
@@ -172,11 +187,13 @@ def node_xy(lay: Layout, node: dict[str, Any]) -> tuple[float, float]:
 
 
 def edge_style(kind: str, weight: float) -> tuple[float, float]:
-    """(width, opacity) of an edge by its weight (view.ts edgeStyle)."""
-    s = math.sqrt(clamp(weight, 0, 1))
+    """(width, opacity) of an edge by its weight (style.ts edgeStyle): residual edges thinner and
+    lighter than attention and FFN edges of the same weight."""
+    c = clamp(weight, 0, 1)
+    s = math.sqrt(c)
     if kind == "resid":
-        return 0.5 + 2.4 * s, 0.3 + 0.6 * weight
-    return 0.6 + 3.4 * s, 0.2 + 0.8 * weight
+        return 0.5 + 2.2 * s, 0.12 + 0.6 * c
+    return 0.5 + 3 * s, 0.15 + 0.85 * c
 
 
 def edge_points(lay: Layout, src: dict[str, Any], dst: dict[str, Any], kind: str) -> list[tuple[float, float]]:
@@ -190,21 +207,6 @@ def edge_points(lay: Layout, src: dict[str, Any], dst: dict[str, Any], kind: str
     return [(x1, y1), (x1, ym), (x2, ym), (x2, y2)]
 
 
-BYTE_GROUP_SPLIT = re.compile(f"({BYTE_GROUP.pattern})")
-WHITESPACE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d", "\u00a0": "\u237d"}
-
-
-def token_text(token: str) -> str:
-    """A token with its whitespace made visible and control characters escaped (ui/dom.ts tokenText);
-    byte groups ("<E6 97>", models/tokens.py) as they are."""
-    if token == "":
-        return "\u2205"
-    if BYTE_GROUP.search(token):
-        parts = BYTE_GROUP_SPLIT.split(token)
-        return "".join(part if i % 2 else (part and token_text(part)) for i, part in enumerate(parts))
-    return "".join(WHITESPACE.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 32 or ord(ch) == 127 else ch) for ch in token)
-
-
 def token_tip(graph: dict[str, Any], i: int) -> str:
     """Position, label and bytes of a token (the bytes when the graph has them: "token_bytes")."""
     tip = f"position {i}: {json.dumps(graph['tokens'][i], ensure_ascii=False)}"
@@ -214,30 +216,62 @@ def token_tip(graph: dict[str, Any], i: int) -> str:
     return tip
 
 
-def truncate(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "\u2026"
+# ---- the scene (svgexport.ts exportSvg) ------------------------------------------------------------
+LEGEND = ("attention", "residual", "FFN", "block output", "after attention", "FFN node", "embedding", "target")
 
 
-# ---- the scene (view.ts exportSvg) -------------------------------------------------------------------
+def _legend_mark(label: str, x: float, yc: float) -> Any:
+    if label in ("attention", "residual", "FFN"):
+        kind = {"attention": "attn", "residual": "resid", "FFN": "ffn"}[label]
+        return Stroke([(x, yc), (x + 16, yc)], COLORS[kind], 1.5 if kind == "resid" else 3)
+    if label == "block output":
+        return Circle(x + 8, yc, 4.5, COLORS["block"])
+    if label == "after attention":
+        return Circle(x + 8, yc, 4, "#FFFFFF", COLORS["attn"], 1.6)
+    if label == "target":
+        return Polygon([(x + 3, yc - 4), (x + 13, yc - 4), (x + 8, yc + 3)], COLORS["target"])
+    return Rect(x + 4, yc - 4, 8, 8, COLORS["ffn" if label == "FFN node" else "embed"], 1.5 if label == "FFN node" else 2)
+
+
+def target_columns(graph: dict[str, Any]) -> list[int]:
+    """The target position, or for a route to every position ("pos": null) each of "positions"
+    (each root's column: the last layer's block outputs when the file lists none)."""
+    target, n = graph.get("target") or {}, len(graph["tokens"])
+    if target.get("pos") is not None:
+        cols = {target["pos"]}
+    else:
+        n_layers = int(graph["model"]["n_layers"])
+        cols = set(target.get("positions") or (v["pos"] for v in graph["nodes"] if v["kind"] == "block" and v["layer"] == n_layers - 1))
+    return sorted(i for i in cols if isinstance(i, int) and 0 <= i < n)
+
+
 def scene_of(graph: dict[str, Any], title: str | None = None) -> Scene:
     lay = make_layout(graph)
-    width = math.ceil(lay.width)
-    height = math.ceil(lay.height + HEAD + FOOT - 30)
     target = graph.get("target") or {}
     target_pos = target.get("pos")
     if title is None:
         what = f"→ {target.get('token')!r} at position {target_pos}" if target_pos is not None else "all positions"
         title = f"{graph['model'].get('name', 'model')}: route {what}, threshold {graph['threshold']:g}"
+    width = max(MIN_W, math.ceil(lay.width))
+    body: list[Any] = []
+    y = PAD  # the title on its own line(s), the legend on lines that fit under it
+    for line in wrap(title, width - 2 * PAD):
+        y += TITLE_LINE
+        body.append(Text(PAD, y - 5, line, size=TITLE_SIZE, bold=True))
+    x, y = PAD, y + LEGEND_LINE
+    for label in LEGEND:
+        w = 20 + text_width(label, LEGEND_SIZE) + 14
+        if x > PAD and x + w - 14 > width - PAD:
+            x, y = PAD, y + LEGEND_LINE
+        body += [_legend_mark(label, x, y - 4), Text(x + 20, y, label, size=LEGEND_SIZE, fill="#3E4C59")]
+        x += w
+    dy = y + 8  # the drawing below the head
+    by = level_y(lay, 0) + lay.row_h / 2 + 4  # the token labels' top
+    height = math.ceil(dy + by + AXIS_H)
     scene = Scene(width=width, height=height, title=title)
     add = scene.shapes.append
     add(Rect(0, 0, width, height, "#FFFFFF"))
-    add(Text(12, 22, title, size=13, bold=True))
-    lx = width - 300
-    for kind, label in (("attn", "attention"), ("resid", "residual"), ("ffn", "FFN")):
-        add(Stroke([(lx, 18), (lx + 18, 18)], COLORS[kind], 3))
-        add(Text(lx + 22, 22, label, fill="#3E4C59"))
-        lx += 90
-    dy = HEAD  # everything below is shifted down by the title band
+    scene.shapes += body
 
     def band(lo: float, hi: float, i: int) -> None:
         y1 = level_y(lay, hi) - lay.row_h / 2
@@ -261,34 +295,39 @@ def scene_of(graph: dict[str, Any], title: str | None = None) -> Scene:
             w, op = edge_style(kind, e["weight"])
             pts = [(x, y + dy) for x, y in edge_points(lay, nodes[e["source"]], nodes[e["target"]], kind)]
             add(Stroke(pts, COLORS[kind], w, op, kind))
+    targets = target_columns(graph)
+    is_target = [False] * len(lay.col_x)
+    for i in targets:
+        is_target[i] = True
     n_layers = lay.n_layers
     for n in graph["nodes"]:
         x, y = node_xy(lay, n)
         y += dy
-        look_key = "target" if n["kind"] == "block" and n["layer"] == n_layers - 1 and n["pos"] == target_pos else n["kind"]
-        look = NODE_LOOK[look_key]
+        top = n["kind"] == "block" and n["layer"] == n_layers - 1 and 0 <= n["pos"] < len(is_target) and is_target[n["pos"]]
+        look = NODE_LOOK["target" if top else n["kind"]]
         r = look["r"] * lay.node_r
         dash = bool(n.get("degenerate"))
         if look["round"]:
             add(Circle(x, y, r, look["fill"], look["stroke"], look["sw"], dash, n["kind"]))
         else:
             add(Rect(x - r, y - r, 2 * r, 2 * r, look["fill"], look["rx"], look["stroke"], look["sw"], dash=dash, kind=n["kind"]))
-    if target_pos is not None and 0 <= target_pos < len(lay.col_x):
-        x, y = lay.col_x[target_pos], level_y(lay, lay.n_levels - 1) - 9 + dy
-        add(Polygon([(x - 5, y - 7), (x + 5, y - 7), (x, y)], COLORS["target"]))
-    for layer in range(n_layers):
-        add(Text(40, level_y(lay, level_of("block", layer, lay.parallel)) + 4 + dy, f"L{layer}", size=10, fill="#616E7C", anchor="end"))
-    add(Text(40, level_y(lay, 0) + 4 + dy, "emb", size=10, fill="#616E7C", anchor="end"))
-    by = lay.height - 30 + dy
-    for i, used in enumerate(lay.used):
-        if not used:
-            continue
-        max_chars = int(clamp((lay.col_w[i] - 4) // 6.6, 2, 20))
-        add(Text(lay.col_x[i], by + 10, str(i), size=9, fill="#9AA5B1", anchor="middle"))
-        is_target = i == target_pos
-        add(Text(lay.col_x[i], by + 25, truncate(token_text(graph["tokens"][i]), max_chars),
-                 fill="#B26B00" if is_target else "#1F2933", anchor="middle", bold=is_target, mono=True,
-                 tip=token_tip(graph, i)))
+    y = level_y(lay, lay.n_levels - 1) - 9 + dy
+    for i in targets:  # a mark above each target column
+        x, r = lay.col_x[i], min(5, lay.col_w[i] / 2 - 1)
+        add(Polygon([(x - r, y - 7), (x + r, y - 7), (x, y)], COLORS["target"]))
+    rows = [(level_y(lay, 0), "emb")]
+    rows += [(level_y(lay, level_of("block", layer, lay.parallel)), f"L{layer}") for layer in range(n_layers - 1, -1, -1)]
+    for y, text in plan_layer_labels(rows, 12):
+        add(Text(MARGIN["left"] - 12, y + 3.5 + dy, text, size=LAYER_SIZE, fill="#616E7C", anchor="end"))
+    for lab in plan_token_labels(lay.col_x, lay.col_w, graph["tokens"], targets, lay.used, AXIS_H - 6):
+        ink = "#B26B00" if is_target[lab.pos] else "#1F2933"
+        tip = token_tip(graph, lab.pos)
+        if lab.compact:
+            add(Text(lab.x, by + 2 + dy, lab.text, size=SMALL_SIZE, fill=ink, anchor="end", bold=is_target[lab.pos], mono=True,
+                     tip=tip, rotate=True))
+        else:
+            add(Text(lab.x, by + 10 + dy, str(lab.pos), size=POS_SIZE, fill="#B26B00" if is_target[lab.pos] else "#9AA5B1", anchor="middle"))
+            add(Text(lab.x, by + 25 + dy, lab.text, size=TOK_SIZE, fill=ink, anchor="middle", bold=is_target[lab.pos], mono=True, tip=tip))
     return scene
 
 

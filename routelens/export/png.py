@@ -1,10 +1,12 @@
 """A scene (drawing.py) rasterised with Pillow: the same shapes as the SVG, drawn at `scale`x with
-up to 4x supersampling for smooth lines, then reduced; text is drawn at the final size."""
+up to 4x supersampling for smooth lines, then reduced; text is drawn at the final size (rotated
+labels drawn level into a mask, turned and pasted)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from io import BytesIO
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -36,6 +38,18 @@ def _font(size: float, mono: bool, bold: bool) -> tuple[ImageFont.FreeTypeFont |
             except OSError:
                 continue
     return ImageFont.load_default(size=max(1.0, size)), False
+
+
+def _upward(image: Image.Image, x: float, y: float, text: str, font: Any, fill: str) -> None:
+    """`text` reading upward, ending at (x, y), centred across x (SVG: rotate(-90 x y) with
+    text-anchor end and dominant-baseline central): drawn level into a mask, turned, pasted."""
+    left, top, right, bottom = (round(v) for v in font.getbbox(text, anchor="rm"))
+    if right <= left or bottom <= top:
+        return
+    mask = Image.new("L", (right - left, bottom - top), 0)
+    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font, anchor="rm")
+    mask = mask.rotate(90, expand=True)  # counterclockwise: local (u, v) from the anchor lands at (v, -u)
+    image.paste(Image.new("RGB", mask.size, fill), (round(x + top), round(y - right)), mask)
 
 
 def to_png(scene: Scene, scale: float = 2.0) -> bytes:
@@ -72,10 +86,13 @@ def to_png(scene: Scene, scale: float = 2.0) -> bytes:
     # text is drawn at the final size: Pillow hints glyphs for their pixel size
     draw = ImageDraw.Draw(image, "RGBA")
     for t in texts:
-        anchor = {"start": "ls", "middle": "ms", "end": "rs"}[t.anchor]
         font, symbols = _font(t.size * scale, t.mono, t.bold)
-        draw.text((t.x * scale, t.y * scale), t.text if symbols else t.text.translate(PLAIN), fill=_rgba(t.fill),
-                  font=font, anchor=anchor)
+        text = t.text if symbols else t.text.translate(PLAIN)
+        if t.rotate:
+            _upward(image, t.x * scale, t.y * scale, text, font, t.fill)
+        else:
+            anchor = {"start": "ls", "middle": "ms", "end": "rs"}[t.anchor]
+            draw.text((t.x * scale, t.y * scale), text, fill=_rgba(t.fill), font=font, anchor=anchor)
     buf = BytesIO()
     image.save(buf, format="PNG", optimize=False)
     return buf.getvalue()

@@ -1,10 +1,11 @@
-"""A scene (drawing.py) as a standalone SVG document."""
+"""A scene (drawing.py) as a standalone SVG document; rotated labels as `rotate(-90 x y)`."""
 
 from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
-from .drawing import MONO, SANS, Circle, Polygon, Rect, Scene, Stroke, Text
+from .drawing import Circle, Polygon, Rect, Scene, Stroke, Text
+from .labels import MONO, SANS
 
 
 def _f(v: float) -> str:
@@ -50,6 +51,8 @@ def to_svg(scene: Scene) -> str:
             extra += ' font-weight="700"' if s.bold else ""
             extra += f" font-family={quoteattr(MONO)}" if s.mono else ""
             anchor = f' text-anchor="{s.anchor}"' if s.anchor != "start" else ""
+            if s.rotate:  # reads upward from (x, y), centred across
+                extra += f' transform="rotate(-90 {_f(s.x)} {_f(s.y)})" dominant-baseline="central"'
             text = f'<text x="{_f(s.x)}" y="{_f(s.y)}" fill="{s.fill}"{anchor}{extra}>{escape(s.text)}</text>'
             # a tip (a token's full label and bytes) on hover: a group's title, the text left alone
             parts.append(f"<g><title>{escape(s.tip)}</title>{text}</g>" if s.tip else text)
