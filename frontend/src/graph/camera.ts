@@ -13,8 +13,9 @@ import type { Scene } from "./scene";
 export const AXIS_X_H = 46; // the token axis, at the bottom
 export const AXIS_Y_W = 46; // the layer axis, on the left
 const MAX_FIT = 3; // the fit zooms in at most this far (a short route is not blown up further)
-/** A route is fitted whole when that leaves it at least this share of the fitted-to-height
- * size; a wider one is fitted to the height (test: the route fills at least half the height). */
+/** A route is fitted whole when that leaves it at least this share of the fitted-to-height (or
+ * of scale 1, whichever is less); a wider one is fitted to the height (test: the route fills at
+ * least half the height). */
 const WHOLE_MIN = 0.62;
 const MARK_H = 18; // the target marks above the top row
 
@@ -145,7 +146,9 @@ export class Camera {
     const kx = sw / rw;
     let k: number;
     let x: number;
-    if (kx >= WHOLE_MIN * ky) {
+    // a route that fits whole at a legible scale is shown whole, even where filling the height
+    // would zoom in further (a model of few layers: its rows are at their tallest already)
+    if (kx >= WHOLE_MIN * Math.min(1, ky)) {
       k = Math.min(kx, ky);
       x = s.x0 + (sw - rw * k) / 2 - r.x0 * k;
     } else {
