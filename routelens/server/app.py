@@ -93,8 +93,8 @@ def graph_target(value: str) -> int | str:
     try:
         return int(text)
     except ValueError:
-        raise InvalidArgumentError(f"target must be a token position (an integer, negative from the end) "
-                                   f"or \"all\", not {value!r}") from None
+        raise InvalidArgumentError(f"target {value!r} is not a position: give a token position (an integer, "
+                                   f"negative from the end) or \"all\" for every position") from None
 
 
 def json_bytes(content: Any) -> bytes:
