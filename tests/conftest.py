@@ -47,3 +47,22 @@ def browser():
         b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def server(smollm2):  # the smollm2 fixture converts the catalog model before the server needs it
+    """`routelens serve` on the default model (smollm2-135m-instruct), one per test module."""
+    from servers import running_server
+
+    with running_server() as base:
+        yield base
+
+
+@pytest.fixture()
+def page(browser, server):
+    """A fresh page at the web app's usual window size; its waits only end a hang (CI shares 2 cores)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(600_000)
+    yield pg
+    context.close()

@@ -151,3 +151,15 @@ def hold_model_loads(monkeypatch: Any) -> Any:
 
     monkeypatch.setattr(state, "load", held)
     return release
+
+
+def page_api(page: Any, path: str, body: dict | None = None) -> Any:
+    """The API as a page of the web app calls it (same origin, same cookies): a GET, or a POST of
+    `body` as JSON; the answer's JSON, or an AssertionError with the status and the message."""
+    out = page.evaluate("""async ([path, body]) => {
+        const r = await fetch(path, body === null ? {} : {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                                          body: JSON.stringify(body)});
+        return {status: r.status, text: await r.text()};
+    }""", [path, body])
+    assert out["status"] == 200, f"{path}: HTTP {out['status']}: {out['text'][:500]}"
+    return json.loads(out["text"])

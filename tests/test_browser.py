@@ -27,21 +27,6 @@ pytestmark = pytest.mark.slow
 PROMPT = "The capital of France is"
 
 
-@pytest.fixture(scope="module")
-def server(smollm2):  # the fixture converts the catalog model before the server needs it
-    with running_server() as base:
-        yield base
-
-
-@pytest.fixture()
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-    pg = context.new_page()
-    pg.set_default_timeout(WAIT_MS)
-    yield pg
-    context.close()
-
-
 def run_prompt(page, server: str, prompt: str = PROMPT) -> None:
     page.goto(server + "/")
     page.get_by_test_id("prompt-input").fill(prompt)

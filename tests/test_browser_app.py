@@ -11,37 +11,11 @@ import json
 
 import pytest
 
-from servers import running_server
+from servers import page_api as api
 
-WAIT_MS = 600_000  # as tests/test_browser.py: only ends a hang
 pytestmark = pytest.mark.slow
 
 PROMPT = "The capital of France is"
-
-
-@pytest.fixture(scope="module")
-def server(smollm2):
-    with running_server() as base:
-        yield base
-
-
-@pytest.fixture()
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-    pg = context.new_page()
-    pg.set_default_timeout(WAIT_MS)
-    yield pg
-    context.close()
-
-
-def api(page, path: str):
-    """A GET of the API as the page makes it (same origin, same cookies): the answer's JSON."""
-    out = page.evaluate("""async (path) => {
-        const r = await fetch(path);
-        return {status: r.status, text: await r.text()};
-    }""", path)
-    assert out["status"] == 200, f"{path}: HTTP {out['status']}: {out['text'][:500]}"
-    return json.loads(out["text"])
 
 
 def settled(page, target: str) -> None:

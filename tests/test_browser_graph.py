@@ -23,7 +23,6 @@ import urllib.request
 
 import pytest
 
-from servers import running_server
 from test_browser import VIEWER_JS, WAIT_MS, refined, script_safe
 
 pytestmark = pytest.mark.slow
@@ -36,12 +35,6 @@ PROMPTS = {
 }
 TOKENS = {5: (5, 5), 40: (34, 48), 650: (600, 700)}
 VIEWPORT = {"width": 1400, "height": 900}
-
-
-@pytest.fixture(scope="module")
-def server(smollm2):
-    with running_server() as base:
-        yield base
 
 
 @pytest.fixture(scope="module")

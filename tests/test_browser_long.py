@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from servers import running_server
+from servers import page_api as api, running_server
 
 WAIT_MS = 600_000  # as tests/test_browser.py: only ends a hang
 pytestmark = pytest.mark.slow
@@ -38,12 +38,6 @@ new MutationObserver(() => {
 """
 
 
-@pytest.fixture(scope="module")
-def server(smollm2):
-    with running_server() as base:
-        yield base
-
-
 @pytest.fixture()
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -52,17 +46,6 @@ def page(browser, server):
     pg.add_init_script(REFINE_WATCH)
     yield pg
     context.close()
-
-
-def api(page, path: str, body: dict | None = None):
-    """The API as the page calls it (same origin, same cookies); the answer's JSON, or raises."""
-    out = page.evaluate("""async ([path, body]) => {
-        const r = await fetch(path, body === null ? {} : {method: 'POST', headers: {'Content-Type': 'application/json'},
-                                                          body: JSON.stringify(body)});
-        return {status: r.status, text: await r.text()};
-    }""", [path, body])
-    assert out["status"] == 200, f"{path}: HTTP {out['status']}: {out['text'][:500]}"
-    return json.loads(out["text"])
 
 
 def refined(page) -> None:

@@ -23,14 +23,6 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-@pytest.fixture(scope="module")
-def server(smollm2):
-    from servers import running_server
-
-    with running_server() as base:
-        yield base
-
-
 def test_the_script_makes_the_committed_screenshots(browser, server, tmp_path):
     counts = screenshots.shoot(browser, server, tmp_path)
     # the prompts are the sizes the names say (the 650-token one within a few tokens)
