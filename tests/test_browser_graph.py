@@ -148,6 +148,9 @@ def test_every_drawn_column_has_one_readable_label(pages):
         assert not missing, f"{size} tokens: drawn columns on screen without a label: {missing}"
         target = m["target"][0]
         check_labels(m, must=(target,))
+        if not m["minimap"]:  # the whole prompt in view: every column labelled, narrowed ones too
+            n_tokens = page.locator("[data-testid=prediction]").count()
+            assert shown == set(range(n_tokens)), f"{size} tokens: unlabelled columns {set(range(n_tokens)) - shown}"
         assert "is-target" in next(x["cls"] for x in m["labels"] if x["pos"] == target)
         # a selected node's column (not the target's) keeps its label when zoomed far out
         pos = next(p for p, x in sorted(drawn_columns(m).items(), key=lambda kv: kv[1]) if p != target and left <= x <= right)
@@ -161,6 +164,25 @@ def test_every_drawn_column_has_one_readable_label(pages):
         check_labels(m, must=(target, pos))
         assert "is-selected" in next(x["cls"] for x in m["labels"] if x["pos"] == pos)
         restore(page)
+
+
+def test_columns_the_route_does_not_touch_keep_their_labels(page, server):
+    """The reported case: with "compact" on (the default), the columns without a drawn node are
+    narrowed, and " a" lost its label in this prompt. Every column keeps exactly one."""
+    page.goto(server + "/")
+    page.get_by_test_id("prompt-input").fill("When Mary and John went to the store, John gave a drink to")
+    page.get_by_test_id("run-button").click()
+    page.locator("[data-testid=graph-edge]").first.wait_for()
+    refined(page)
+    assert page.get_by_test_id("compact-toggle").is_checked()
+    axes_drawn(page)
+    m = measure(page)
+    tokens = [t.get_attribute("data-token") for t in page.locator("[data-testid=prediction]").all()]
+    assert len(drawn_columns(m)) < len(tokens), "every column has a drawn node: nothing is narrowed"
+    check_labels(m, must=tuple(range(len(tokens))))
+    assert len(m["labels"]) == len(tokens)
+    box = next(x["box"] for x in m["labels"] if x["pos"] == tokens.index(" a"))
+    assert box[2] - box[0] > 2 and box[3] - box[1] > 2, f"the label of ' a' is empty: {box}"
 
 
 def check_fit(m: dict, size: int) -> None:
