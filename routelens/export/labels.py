@@ -2,6 +2,9 @@
 labels (a wide column: position over token; a narrow one: the token rotated -90 degrees, in a
 small mono font), thinned only where they would overlap (targets first, then the route's columns,
 then the rest), and layer labels thinned so they never collide; svgexport.ts's title wrapping.
+(labels.ts's "upright" label, the position over a rotated token, is for a route column the zoom has
+narrowed on screen; at the export's scale 1 a route column is at least 46 units wide and never
+needs it.)
 
 labels.ts measures text in the browser; here there is none, so `text_width` estimates from above:
 per-character widths at least those of DejaVu Sans and Liberation Sans (the fonts a Linux browser

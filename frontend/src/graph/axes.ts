@@ -8,7 +8,7 @@ import { bytesNote, pct, svg } from "../ui/dom";
 import { layerName } from "../layers";
 import { AXIS_X_H, AXIS_Y_W, type Camera } from "./camera";
 import { levelOf, levelY } from "./layout";
-import { MONO, POS_SIZE, SANS, SMALL_SIZE, TOK_SIZE, planLayerLabels, planTokenLabels, type ColumnSpot } from "./labels";
+import { MONO, POS_SIZE, SANS, SMALL_SIZE, TOK_SIZE, UPRIGHT_POS, planLayerLabels, planTokenLabels, type ColumnSpot } from "./labels";
 import type { Scene } from "./scene";
 
 export class Axes {
@@ -86,7 +86,7 @@ export class Axes {
       const first = [...this.s.targets, ...sel];
       const labels = planTokenLabels(cols, this.s.tokens, first, this.usedColumns(), AXIS_X_H - 8);
       const selSet = new Set(sel);
-      for (const l of labels) this.setXLabel(this.xLabel(n++), l.pos, l.x, l.compact, l.text, selSet.has(l.pos));
+      for (const l of labels) this.setXLabel(this.xLabel(n++), l.pos, l.x, l.compact, l.upright, l.text, selSet.has(l.pos));
     }
     for (let i = n; i < this.xLabels.length; i++) this.xLabels[i].setAttribute("display", "none");
     // layer axis
@@ -105,7 +105,7 @@ export class Axes {
     for (let i = m; i < this.yLabels.length; i++) this.yLabels[i].setAttribute("display", "none");
   }
 
-  private setXLabel(g: SVGGElement, pos: number, x: number, compact: boolean, text: string, selected: boolean): void {
+  private setXLabel(g: SVGGElement, pos: number, x: number, compact: boolean, upright: boolean, text: string, selected: boolean): void {
     const tok = this.s.tokens[pos] ?? "";
     g.setAttribute("transform", `translate(${x.toFixed(1)},0)`);
     g.setAttribute("data-pos", String(pos));
@@ -116,8 +116,11 @@ export class Axes {
     g.classList.toggle("compact", compact);
     const [posT, tokT, title] = g.children as unknown as [SVGTextElement, SVGTextElement, SVGTitleElement];
     if (compact) {
-      posT.setAttribute("display", "none");
-      tokT.setAttribute("transform", "translate(0,4) rotate(-90)");
+      if (upright) {
+        posT.removeAttribute("display");
+        posT.textContent = String(pos);
+      } else posT.setAttribute("display", "none");
+      tokT.setAttribute("transform", `translate(0,${upright ? 4 + UPRIGHT_POS : 4}) rotate(-90)`);
       tokT.setAttribute("y", "0");
       tokT.setAttribute("text-anchor", "end");
       tokT.setAttribute("dominant-baseline", "central");

@@ -3,6 +3,10 @@
 // - a token column wide enough shows its position over its token (truncated to the column);
 // - a narrower one shows its token rotated -90 degrees in a small font (its position is in the
 //   label's <title>);
+// - a wide column the zoom has narrowed so far that its token would keep fewer characters across
+//   than rotated shows its position over the token rotated ("upright"): at about 40 tokens a
+//   route column of ~30 px reads "the" rather than "t…" (the export draws at scale 1, where a
+//   route column is at least 46 units: it never meets this case);
 // - only where columns are too narrow for even that are labels thinned: the target(s) and the
 //   selection's positions are placed first, then the columns the route touches, then the rest,
 //   each only where its box overlaps no placed one. Boxes never overlap.
@@ -18,6 +22,14 @@ export const SMALL_SIZE = 9; // the rotated token of a compact label
 const WIDE_MIN = 28; // a column this wide (px) gets the wide label
 const COMPACT_W = SMALL_SIZE + 3; // the box across a rotated label
 const MAX_CHARS = 14;
+/** Room (px) an upright label's position takes above its rotated token. */
+export const UPRIGHT_POS = 13;
+
+/** Characters of the token a cut label still shows (the ellipsis not counted). */
+function shown(text: string): number {
+  const n = Array.from(text).length;
+  return text.endsWith("…") ? n - 1 : n;
+}
 
 let measureCtx: CanvasRenderingContext2D | null = null;
 const widths = new Map<string, number>();
@@ -61,7 +73,8 @@ export interface ColumnSpot {
 export interface TokenLabel {
   pos: number;
   x: number;
-  compact: boolean; // rotated token only
+  compact: boolean; // rotated token (under the position when `upright`)
+  upright: boolean; // the position over the rotated token
   text: string;
   lo: number; // box, along x
   hi: number;
@@ -75,11 +88,19 @@ export function planTokenLabels(cols: ColumnSpot[], tokens: string[], first: num
     const full = tokenText(tokens[c.pos] ?? "");
     if (c.w >= WIDE_MIN) {
       const text = fitText(full, TOK_SIZE, MONO, c.w - 8, MAX_CHARS);
-      const half = (Math.max(textWidth(text, TOK_SIZE, MONO), textWidth(String(c.pos), POS_SIZE, SANS)) + 4) / 2;
-      return { pos: c.pos, x: c.x, compact: false, text, lo: c.x - half, hi: c.x + half };
+      const posW = textWidth(String(c.pos), POS_SIZE, SANS);
+      if (text !== full) {
+        const up = fitText(full, SMALL_SIZE, MONO, compactLen - UPRIGHT_POS, MAX_CHARS);
+        if (shown(up) > shown(text) && posW + 4 <= c.w) {
+          const half = Math.max(COMPACT_W, posW + 4) / 2;
+          return { pos: c.pos, x: c.x, compact: true, upright: true, text: up, lo: c.x - half, hi: c.x + half };
+        }
+      }
+      const half = (Math.max(textWidth(text, TOK_SIZE, MONO), posW) + 4) / 2;
+      return { pos: c.pos, x: c.x, compact: false, upright: false, text, lo: c.x - half, hi: c.x + half };
     }
     const text = fitText(full, SMALL_SIZE, MONO, compactLen, MAX_CHARS) || "…";
-    return { pos: c.pos, x: c.x, compact: true, text, lo: c.x - COMPACT_W / 2, hi: c.x + COMPACT_W / 2 };
+    return { pos: c.pos, x: c.x, compact: true, upright: false, text, lo: c.x - COMPACT_W / 2, hi: c.x + COMPACT_W / 2 };
   };
   const byPos = new Map<number, ColumnSpot>();
   for (const c of cols) byPos.set(c.pos, c);

@@ -8,7 +8,7 @@ import type { EdgeKind } from "../types";
 import { svg } from "../ui/dom";
 import { layerName } from "../layers";
 import { MARGIN, edgePath, levelOf, levelY } from "./layout";
-import { MONO, POS_SIZE, SANS, SMALL_SIZE, TOK_SIZE, fitText, planLayerLabels, planTokenLabels, textWidth, type ColumnSpot } from "./labels";
+import { MONO, POS_SIZE, SANS, SMALL_SIZE, TOK_SIZE, UPRIGHT_POS, fitText, planLayerLabels, planTokenLabels, textWidth, type ColumnSpot } from "./labels";
 import type { Scene } from "./scene";
 import { COLORS, NODE_LOOK, edgeStyle, lookId } from "./style";
 import { nodeXY } from "./layout";
@@ -144,7 +144,11 @@ export function exportSvg(s: Scene, bands: SVGGElement, marks: SVGGElement, titl
     const target = s.targetCols[l.pos] === 1;
     const ink = { fill: target ? "#B26B00" : "#1F2933", "font-weight": target ? 700 : 400, "font-family": MONO };
     if (l.compact) {
-      g.append(text(0, 0, l.text, { ...ink, transform: `translate(${l.x.toFixed(1)},${by + 2}) rotate(-90)`, "text-anchor": "end", "dominant-baseline": "central", "font-size": SMALL_SIZE }));
+      // (an upright label, the position over the rotated token, needs a route column narrower than
+      // the export's scale-1 layout ever makes: drawn here the same way as on screen all the same)
+      if (l.upright) g.append(text(l.x, by + 10, String(l.pos), { "text-anchor": "middle", fill: target ? "#B26B00" : "#9AA5B1", "font-size": POS_SIZE, "font-family": SANS }));
+      const y = by + 2 + (l.upright ? UPRIGHT_POS : 0);
+      g.append(text(0, 0, l.text, { ...ink, transform: `translate(${l.x.toFixed(1)},${y}) rotate(-90)`, "text-anchor": "end", "dominant-baseline": "central", "font-size": SMALL_SIZE }));
     } else {
       g.append(
         text(l.x, by + 10, String(l.pos), { "text-anchor": "middle", fill: target ? "#B26B00" : "#9AA5B1", "font-size": POS_SIZE, "font-family": SANS }),
