@@ -19,9 +19,6 @@ export class Axes {
   private xLabels: SVGGElement[] = [];
   private yLabels: SVGTextElement[] = [];
   private queued = false;
-  // the columns the drawn route touches, for the route drawn (pr) it was computed for
-  private usedFor: unknown = null;
-  private used: Uint8Array | null = null;
 
   constructor(
     private s: Scene,
@@ -52,18 +49,6 @@ export class Axes {
     });
   }
 
-  private usedColumns(): Uint8Array | null {
-    const { p, pr } = this.s;
-    if (!p || !pr) return null;
-    if (this.usedFor !== pr) {
-      const u = new Uint8Array(this.s.tokens.length);
-      for (const i of pr.nodeList) u[p.nodes[i].pos] = 1;
-      this.used = u;
-      this.usedFor = pr;
-    }
-    return this.used;
-  }
-
   draw(): void {
     const L = this.s.layout;
     const t = this.cam.t;
@@ -84,7 +69,7 @@ export class Axes {
       for (let i = lo; i < L.colX.length && L.colX[i] <= x1; i++) cols.push({ pos: i, x: t.applyX(L.colX[i]), w: L.colW[i] * t.k });
       const sel = this.selectedPositions();
       const first = [...this.s.targets, ...sel];
-      const labels = planTokenLabels(cols, this.s.tokens, first, this.usedColumns(), AXIS_X_H - 8);
+      const labels = planTokenLabels(cols, this.s.tokens, first, this.s.routeColumns(), AXIS_X_H - 8);
       const selSet = new Set(sel);
       for (const l of labels) this.setXLabel(this.xLabel(n++), l.pos, l.x, l.compact, l.upright, l.text, selSet.has(l.pos));
     }

@@ -107,9 +107,7 @@ export class Minimap {
     if (!ctx) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, W, H);
-    const used = new Uint8Array(L.colX.length);
-    const { p, pr } = this.s;
-    if (p && pr) for (const i of pr.nodeList) used[p.nodes[i].pos] = 1;
+    const used = this.s.routeColumns() ?? new Uint8Array(L.colX.length);
     const f = W / Math.max(1e-9, x1 - x0);
     for (let i = 0; i < L.colX.length; i++) {
       const a = (L.colX[i] - L.colW[i] / 2 - x0) * f;

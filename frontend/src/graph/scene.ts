@@ -42,6 +42,23 @@ export class Scene {
     return n.kind === "block" && n.layer === this.p!.nLayers - 1 && this.targetCols[n.pos] === 1;
   }
 
+  private usedFor: Pruned | null = null;
+  private used = new Uint8Array(0);
+
+  /** Per token column: 1 where the drawn route has a node (cached per drawn route); null before
+   * the first drawing. The axes, the minimap and the export read it. */
+  routeColumns(): Uint8Array | null {
+    const { p, pr } = this;
+    if (!p || !pr) return null;
+    if (this.usedFor !== pr) {
+      const u = new Uint8Array(this.tokens.length);
+      for (const i of pr.nodeList) u[p.nodes[i].pos] = 1;
+      this.used = u;
+      this.usedFor = pr;
+    }
+    return this.used;
+  }
+
   /** Drawn now (the canvas shows it); the hook's data-testid may lag while the hooks catch up. */
   drawnE(i: number): boolean {
     return !!this.pr && i >= 0 && this.pr.edge[i] === 1;

@@ -138,9 +138,7 @@ export function exportSvg(s: Scene, bands: SVGGElement, marks: SVGGElement, titl
   // token labels, under the drawing
   const by = levelY(L, 0) + L.rowH / 2 + 4;
   const cols: ColumnSpot[] = Array.from(L.colX, (cx, i) => ({ pos: i, x: cx, w: L.colW[i] }));
-  const used = new Uint8Array(L.colX.length);
-  for (const i of s.pr ? s.pr.nodeList : []) used[p.nodes[i].pos] = 1;
-  for (const l of planTokenLabels(cols, s.tokens, s.targets, used, AXIS_H - 6)) {
+  for (const l of planTokenLabels(cols, s.tokens, s.targets, s.routeColumns() ?? new Uint8Array(L.colX.length), AXIS_H - 6)) {
     const target = s.targetCols[l.pos] === 1;
     const ink = { fill: target ? "#B26B00" : "#1F2933", "font-weight": target ? 700 : 400, "font-family": MONO };
     if (l.compact) {
