@@ -5,11 +5,11 @@ imports form no circle (tests/test_layers.py reads every import and checks both)
 
   0. base: errors, interrupt, prompts
   1. model knowledge: models.adapters, models.adapters.*, models.tokens, models.catalog
-  2. capture and the exact parts of each write: trace.attention, trace.finite, trace.capture, trace.decompose, trace.estimate, trace.knockout
+  2. capture and the exact parts of each write: trace.attention, trace.finite, trace.capture, trace.decompose, trace.estimate, trace.knockout, trace.rows
   3. the math over captured tensors: routes.kernels, routes.importance, routes.nodes, routes.vocab, routes.qk, routes.contrast
   4. graph files: export, export.*
   5. route graphs: routes.graph, routes.verify, routes.compare
-  6. the traced prompt: trace.trace, trace.generation
+  6. the traced prompt: trace.trace, trace.contrastive, trace.generation
   7. persistent traces: store, store.*
   8. loaded models: models.model, models.loading
   9. what users call: routelens, __main__, cli, server, server.*

@@ -16,9 +16,11 @@ import networkx as nx
 from .. import interrupt
 from ..errors import InvalidArgumentError, TooLargeError
 from ..export.schema import SCHEMA, validate_graph_dict
+from .contrast import DEFINITION
 
 if TYPE_CHECKING:
     from ..trace.trace import Trace
+    from .contrast import Direction
 
 def resid_id(index: int, pos: int) -> str:
     """`x[index, pos]`: index 0 is the embedding, index l+1 is the output of block l."""
@@ -146,13 +148,17 @@ def _resid_node(graph: RouteGraph, index: int, pos: int) -> str:
 
 
 def build_route(trace: Trace, targets: list[int], threshold: float, *, full: bool = False,
-                max_edges: int | None = None) -> RouteGraph:
+                max_edges: int | None = None, contrast: Direction | None = None) -> RouteGraph:
     """Keep every edge whose importance is above `threshold`, walking down from `x[L, t]`.
 
     `max_edges` bounds the graph while it is built: past it, TooLargeError is raised (nothing
-    larger is ever held), so a server can refuse a threshold-0 route before it costs memory."""
+    larger is ever held), so a server can refuse a threshold-0 route before it costs memory.
+    `contrast` (one target only): the target position's chain uses contrastive importances
+    (routes-math.md section 8, routes/contrast.py); every other node keeps vector proximity."""
     if not targets:
         raise InvalidArgumentError("a route needs at least one target position")
+    if contrast is not None and targets != [contrast.pos]:
+        raise InvalidArgumentError("a contrastive route has one target position, the contrast's own")
     n_layers = trace.n_layers
     model_facts = trace.model.graph_facts()
     if full:
@@ -160,6 +166,8 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
     else:
         top = trace.top_predictions(targets[0], k=1)[0][0] if len(targets) == 1 else None
         target = {"pos": targets[0], "token": top} if len(targets) == 1 else {"pos": None, "positions": targets}
+        if contrast is not None:
+            target.update(_contrast_facts(trace, contrast))
     graph = RouteGraph(
         model=model_facts, tokens=trace.tokens, target=target, threshold=threshold, norm=f"l{trace.norm}",
         token_bytes=trace.token_bytes,
@@ -174,7 +182,7 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
         if not out_positions:
             break
         if trace.is_parallel(layer):
-            rows = trace.attention_rows(layer, out_positions)
+            rows = _on_chain(trace.attention_rows(layer, out_positions), trace, contrast, layer, 0)
             for pos, row in rows.items():
                 _attention_edges(graph, layer, pos, row, resid_id(layer + 1, pos), threshold, below)
                 _check_size(graph, max_edges, threshold, layer)
@@ -184,7 +192,7 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
                     below.add(pos)
         else:
             mids: set[int] = set()
-            for pos, frow in trace.ffn_rows(layer, out_positions).items():
+            for pos, frow in _on_chain(trace.ffn_rows(layer, out_positions), trace, contrast, layer, 1).items():
                 out_id = resid_id(layer + 1, pos)
                 if frow.degenerate:
                     graph.nodes[out_id]["degenerate"] = True
@@ -197,12 +205,28 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
                     graph.add_node(attn_id(layer, pos), layer, pos, "attn")
                     _ffn_edges(graph, layer, pos, attn_id(layer, pos), frow.ffn)
                     mids.add(pos)
-            for pos, row in trace.attention_rows(layer, sorted(mids)).items():
+            for pos, row in _on_chain(trace.attention_rows(layer, sorted(mids)), trace, contrast, layer, 0).items():
                 _attention_edges(graph, layer, pos, row, attn_id(layer, pos), threshold, below)
                 _check_size(graph, max_edges, threshold, layer)
         _check_size(graph, max_edges, threshold, layer)
         frontier = below
     return graph
+
+
+def _on_chain(rows: dict, trace: Trace, contrast: Direction | None, layer: int, which: int) -> dict:
+    """`rows` with the contrast's chain position replaced by its contrastive row (which: 0 the
+    node after attention, 1 the FFN-output node)."""
+    if contrast is None or contrast.pos not in rows:
+        return rows
+    return {**rows, contrast.pos: trace.contrast_rows(contrast, layer)[which]}
+
+
+def _contrast_facts(trace: Trace, d: Direction) -> dict[str, Any]:
+    """What the graph JSON records of a contrast: both tokens, their ids, the logit difference
+    and the definition (docs/contrastive.md)."""
+    names = trace.model.token_strings([d.token_id] + ([d.foil_id] if d.foil_id is not None else []))
+    return {"token": names[0], "token_id": d.token_id, "foil": names[1] if d.foil_id is not None else None,
+            "foil_id": d.foil_id, "logit_diff": d.logit_diff, "definition": DEFINITION}
 
 
 def _check_size(graph: RouteGraph, max_edges: int | None, threshold: float, layer: int) -> None:

@@ -17,6 +17,8 @@ from ..errors import InvalidArgumentError, NonFiniteError
 from ..routes import vocab
 from ..routes.nodes import attention_node_importances, ffn_node_importances, neuron_importances
 from .capture import Capture
+from .contrastive import ContrastMixin
+from .rows import AttentionRow, FfnRow
 from .finite import non_finite_message
 from .decompose import attention_parts, check_capture, head_writes_at, neuron_parts
 
@@ -24,28 +26,6 @@ if TYPE_CHECKING:
     from ..models.model import Model
     from ..routes.qk import QKAttribution
     from ..routes.graph import RouteGraph
-
-
-@dataclass
-class AttentionRow:
-    """Importances of the parts of one node after attention (routes-math.md section 3)."""
-
-    resid: float
-    heads: torch.Tensor  # [H, i+1]: per head and source position
-    bias: float
-    ffn: float | None  # parallel blocks: the FFN write is a part of the same node
-    degenerate: bool = False  # every proximity was 0; importances fell back to part norms
-
-    def edge_weights(self) -> torch.Tensor:
-        """Attention edge weight per source position: the sum over heads."""
-        return self.heads.sum(0)
-
-
-@dataclass
-class FfnRow:
-    resid: float
-    ffn: float
-    degenerate: bool = False
 
 
 @dataclass
@@ -113,7 +93,7 @@ def worst_error(errors: Any) -> float:
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-9, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
 
-class Trace:
+class Trace(ContrastMixin):
     """One prompt run through one model, decomposed. Importances are computed on demand and kept."""
 
     def __init__(self, model: Model, capture: Capture, *, norm: int = 1) -> None:
@@ -231,9 +211,14 @@ class Trace:
 
     # ---- routes --------------------------------------------------------------------------------
     def graph(self, target: int | str | list[int] = -1, threshold: float = 0.04, *,
-              max_edges: int | None = None) -> RouteGraph:
+              max_edges: int | None = None, token: int | str | None = None,
+              foil: int | str | None = None) -> RouteGraph:
         """The route graph from `x[L, target]` pruned at `threshold` (target="all": full mode).
-        With `max_edges`, a graph that grows past it raises TooLargeError while it is built."""
+        With `max_edges`, a graph that grows past it raises TooLargeError while it is built.
+
+        `foil` (a token's text or id): the contrastive route "why `token` rather than `foil`"
+        (routes-math.md section 8, docs/contrastive.md); `token` defaults to the model's top
+        prediction at the target. foil == token raises InvalidArgumentError."""
         from ..routes.graph import build_route
 
         if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
@@ -244,7 +229,18 @@ class Trace:
             targets = sorted({self.position(t) for t in target})
         else:
             targets = [self.position(target)]
-        graph = build_route(self, targets, float(threshold), full=target == "all", max_edges=max_edges)
+        direction = None
+        if foil is not None or token is not None:
+            if len(targets) != 1:
+                raise InvalidArgumentError("a token or foil belongs to one target position; pick one position, not "
+                                           f"{'all' if target == 'all' else len(targets)}")
+            if foil is not None:
+                direction = self.contrast(targets[0], token, foil)
+        graph = build_route(self, targets, float(threshold), full=target == "all", max_edges=max_edges,
+                            contrast=direction)
+        if token is not None and foil is None:
+            tid = self.token_id(token, pos=targets[0])
+            graph.target.update({"token": self.model.token_strings([tid])[0], "token_id": tid})
         self._hand_to_store()
         return graph
 
