@@ -156,6 +156,28 @@ class Model:
         return torch.tensor(ids, dtype=torch.long)
 
     # ---- tracing ------------------------------------------------------------------------------
+    def generate(self, prompt: str | list[int], n: int = 10, *, sample: bool = False, seed: int | None = None,
+                 temperature: float = 1.0, chat: bool = False, norm: int = 1, store: Any = None):
+        """Generate up to `n` tokens after `prompt` (greedy, or sampled at `temperature` with `seed`)
+        and trace prompt and continuation in one pass: a `Generation` (trace/generation.py) whose
+        `graph(step)` is the route of each generated token. Stops early at end of sequence.
+        Raises InvalidArgumentError for options out of range, PromptTooLongError past the context."""
+        from ..trace.generation import Generation, check_options, generate_ids, steps_of
+
+        check_options(n, sample, seed, temperature)
+        ids = self.tokenize(prompt, chat=chat)
+        limit = self.adapter.context_length
+        if limit is not None and len(ids) + n > limit:
+            raise PromptTooLongError(f"the prompt has {len(ids)} tokens and {self.name} reads at most {limit}: "
+                                     f"generate at most {max(0, limit - len(ids))} tokens, or shorten the prompt")
+        new = generate_ids(self, ids, n, sample=sample, seed=seed, temperature=float(temperature))
+        if not new:
+            raise InvalidArgumentError("the model generated no token (it ended the sequence at once); "
+                                       "try another prompt, or sample")
+        trace = self.trace(ids.tolist() + new, norm=norm, store=store)
+        return Generation(trace=trace, prompt_length=len(ids), steps=steps_of(trace, len(ids), new),
+                          sampled=sample, seed=seed, temperature=float(temperature))
+
     def estimate(self, prompt: str | list[int], *, chat: bool = False):
         """What tracing `prompt` would cost, before it runs: an `Estimate` (trace/estimate.py) of the
         peak and kept memory (bytes) and the forward and route times (seconds) on this machine."""
