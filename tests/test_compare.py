@@ -15,6 +15,7 @@ import pytest
 import routelens as rl
 import tiny_models
 from routelens.errors import InvalidArgumentError
+from routelens.export.drawing import COLORS, DIFF_COLORS, UNCHANGED, Stroke, scene_of
 from routelens.export.schema import SCHEMA_FILE, validate_graph_dict
 from routelens.routes.compare import align_tokens, align_with_targets
 from tiny_models import PROMPT, TinyTokenizer
@@ -218,3 +219,17 @@ def test_the_diff_graph_validates_and_saves(tmp_path):
     assert back.edges == json.loads(json.dumps(c.graph.edges)) and back.tokens == c.graph.tokens
     assert json.loads((tmp_path / "diff.json").read_text())["compare"]["definition"]
     assert "Comparison 'tiny-llama'" in repr(c) and "\n" not in repr(c)
+
+
+def test_the_drawing_colours_edges_by_their_change():
+    c = rl.compare(trace("llama", PROMPT), trace("llama", SWAPPED), threshold=THRESHOLD)
+    data = c.graph.to_dict()
+    edges = [s for s in scene_of(data).shapes if isinstance(s, Stroke) and s.kind is not None]
+    assert len(edges) == len(c.graph.edges)
+    want = sorted("unchanged" if abs(e["delta"]) < UNCHANGED else "stronger in B" if e["delta"] > 0 else "stronger in A"
+                  for e in c.graph.edges)
+    assert sorted(next(k for k, v in DIFF_COLORS.items() if v == s.color) for s in edges) == want
+    assert {"stronger in A", "stronger in B"} <= set(want)
+    plain = trace("llama", PROMPT).graph(-1, THRESHOLD).to_dict()  # a single route keeps the kinds' colours
+    assert {s.color for s in scene_of(plain).shapes if isinstance(s, Stroke) and s.kind} <= {COLORS[k] for k in
+                                                                                             ("attn", "resid", "ffn")}
