@@ -32,6 +32,7 @@ from .errors import (
     UnknownModelError,
     UnsupportedArchitectureError,
 )
+from .routes.compare import Comparison, compare_routes as compare
 from .routes.graph import load_graph
 from .models.loading import load, wrap
 from .models.model import Model
@@ -40,6 +41,7 @@ from .store import TraceStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "Comparison",
     "DownloadError",
     "EmptyPromptError",
     "ForbiddenError",
@@ -55,6 +57,7 @@ __all__ = [
     "TraceStore",
     "UnknownModelError",
     "UnsupportedArchitectureError",
+    "compare",
     "load",
     "load_graph",
     "wrap",

@@ -218,9 +218,25 @@ def token_tip(graph: dict[str, Any], i: int) -> str:
 
 # ---- the scene (svgexport.ts exportSvg) ------------------------------------------------------------
 LEGEND = ("attention", "residual", "FFN", "block output", "after attention", "FFN node", "embedding", "target")
+# a comparison graph (routes/compare.py, docs/graph-format.md) colours edges by the sign of `delta`
+DIFF_COLORS = {"stronger in A": "#0072B2", "stronger in B": "#D55E00", "unchanged": "#9AA5B1"}
+UNCHANGED = 0.005  # |delta| below this (importance units, 0..1) draws as unchanged
+
+
+def edge_color(edge: dict[str, Any]) -> str:
+    """The kind's colour; for an edge of a comparison (it has `delta` = weight_b - weight_a), which
+    route weighs it more, so the drawing shows what changed, the width still the larger weight."""
+    delta = edge.get("delta")
+    if not isinstance(delta, (int, float)):
+        return COLORS[edge["kind"]]
+    if abs(delta) < UNCHANGED:
+        return DIFF_COLORS["unchanged"]
+    return DIFF_COLORS["stronger in B" if delta > 0 else "stronger in A"]
 
 
 def _legend_mark(label: str, x: float, yc: float) -> Any:
+    if label in DIFF_COLORS:
+        return Stroke([(x, yc), (x + 16, yc)], DIFF_COLORS[label], 3)
     if label in ("attention", "residual", "FFN"):
         kind = {"attention": "attn", "residual": "resid", "FFN": "ffn"}[label]
         return Stroke([(x, yc), (x + 16, yc)], COLORS[kind], 1.5 if kind == "resid" else 3)
@@ -251,7 +267,8 @@ def scene_of(graph: dict[str, Any], title: str | None = None) -> Scene:
     target_pos = target.get("pos")
     if title is None:
         what = f"→ {target.get('token')!r} at position {target_pos}" if target_pos is not None else "all positions"
-        title = f"{graph['model'].get('name', 'model')}: route {what}, threshold {graph['threshold']:g}"
+        kind = "two prompts' routes compared" if "compare" in graph else "route"
+        title = f"{graph['model'].get('name', 'model')}: {kind} {what}, threshold {graph['threshold']:g}"
     width = max(MIN_W, math.ceil(lay.width))
     body: list[Any] = []
     y = PAD  # the title on its own line(s), the legend on lines that fit under it
@@ -259,7 +276,8 @@ def scene_of(graph: dict[str, Any], title: str | None = None) -> Scene:
         y += TITLE_LINE
         body.append(Text(PAD, y - 5, line, size=TITLE_SIZE, bold=True))
     x, y = PAD, y + LEGEND_LINE
-    for label in LEGEND:
+    legend = LEGEND if "compare" not in graph else tuple(DIFF_COLORS) + LEGEND[3:]
+    for label in legend:
         w = 20 + text_width(label, LEGEND_SIZE) + 14
         if x > PAD and x + w - 14 > width - PAD:
             x, y = PAD, y + LEGEND_LINE
@@ -294,7 +312,7 @@ def scene_of(graph: dict[str, Any], title: str | None = None) -> Scene:
                 continue
             w, op = edge_style(kind, e["weight"])
             pts = [(x, y + dy) for x, y in edge_points(lay, nodes[e["source"]], nodes[e["target"]], kind)]
-            add(Stroke(pts, COLORS[kind], w, op, kind))
+            add(Stroke(pts, edge_color(e), w, op, kind))
     targets = target_columns(graph)
     is_target = [False] * len(lay.col_x)
     for i in targets:
