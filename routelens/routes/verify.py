@@ -231,7 +231,8 @@ def _measure(logits: torch.Tensor, token_id: int) -> dict[str, float]:
 
 def _report(trace: Trace, graph: RouteGraph, setup: _Setup, renormalise: bool, trials: int, seed: int) -> VerifyReport:
     table, pos = setup.table, setup.pos
-    if graph.target.get("pos") != pos or list(graph.tokens) != list(trace.tokens):
+    if (graph.target.get("pos") != pos or list(graph.tokens) != list(trace.tokens)
+            or graph.model.get("name") != trace.model.name):
         raise InvalidArgumentError("the route graph is not this trace's route from one target position; "
                                    "build it with trace.graph(target, threshold)")
     kept = route_pairs(graph)
