@@ -44,13 +44,13 @@ def main() -> None:
         print(f"renormalise={renormalise}: target {first.token!r} at position {first.pos}, full p = "
               f"{first.full['prob']:.4f}, logit {first.full['logit']:.2f}; attention weight of every edge "
               f"{first.total_weight:.0f} ({first.total_edges} edges); curve in {seconds:.1f}s")
-        print(f"{'threshold':>9} {'kept':>5} {'removed w':>9} | {'route p':>8} {'p share':>7} {'logit sh':>8} | "
+        print(f"{'threshold':>9} {'kept':>5} {'removed w':>9} | {'route p':>8} {'p share':>8} {'logit sh':>8} | "
               f"{'rand mean p':>11} {'rand max p':>10} {'rand logit':>10} | beats")
         for r in reports:
             best = max(t["prob"] for t in r.random)
             print(f"{r.threshold:>9g} {r.route['kept_edges']:>5} {r.route['removed_weight']:>9.1f} | "
-                  f"{r.route['prob']:>8.4f} {r.shares['prob']:>7.1%} {r.shares['logit']:>8.1%} | "
-                  f"{r.random_mean['prob']:>11.4f} {best:>10.4f} {r.random_mean['logit']:>10.2f} | "
+                  f"{r.route['prob']:>8.2e} {r.shares['prob']:>8.2e} {r.shares['logit']:>8.1%} | "
+                  f"{r.random_mean['prob']:>11.2e} {best:>10.2e} {r.random_mean['logit']:>10.2f} | "
                   f"{'yes' if r.beats_random else 'no'}")
 
 
