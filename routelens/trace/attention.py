@@ -10,6 +10,9 @@ rotated, already through any q/k norm). Nothing here knows a model family.
 
 A backend that computes attention itself (TransformerLens) reports each layer's pattern instead
 (`record_pattern`), kept whole as a `StoredPattern` that answers like an `AttentionCall`.
+
+While an `editing(edit)` context is active (trace/knockout.py), each block of weights is handed to
+`edit` before it multiplies the values: the same eager weights, edited, and the output computed here.
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ class Recorder:
 
 
 _active: ContextVar[Recorder | None] = ContextVar("routelens_attention_recorder", default=None)
+# (module, first query row, weights [1, H, rows, T]) -> edited weights of the same shape
+Edit = Callable[[nn.Module, int, torch.Tensor], torch.Tensor]
+_edit: ContextVar[Edit | None] = ContextVar("routelens_attention_edit", default=None)
 _eager_of: dict[type, Callable[..., Any]] = {}
 
 
@@ -100,6 +106,17 @@ def recording(recorder: Recorder) -> Iterator[Recorder]:
         yield recorder
     finally:
         _active.reset(token)
+
+
+@contextlib.contextmanager
+def editing(edit: Edit) -> Iterator[None]:
+    """Make the attention function edit its weights with `edit` in this thread (and context) only.
+    An edited run records nothing: its numbers are not the model's own (see `_edited`)."""
+    token = _edit.set(edit)
+    try:
+        yield
+    finally:
+        _edit.reset(token)
 
 
 def block_rows(n_heads: int, n_keys: int) -> int:
@@ -128,6 +145,9 @@ def routelens_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
     Outside a routelens run (the user calling the wrapped model: generate, output_attentions,
     batches) it is the eager function itself, weights included: the user's model works as before."""
     eager = eager_function(module)
+    edit = _edit.get()
+    if edit is not None and query.shape[0] == 1:
+        return _edited(module, eager, query, key, value, attention_mask, kwargs, edit)
     recorder = _active.get()
     if recorder is None or query.shape[0] != 1:
         return eager(module, query, key, value, attention_mask, **kwargs)
@@ -147,6 +167,27 @@ def routelens_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
             kwargs=dict(kwargs),  # passed again as given: the same eager code on the same inputs
         )
     return torch.cat(outputs, dim=1), None
+
+
+def _edited(module: nn.Module, eager: Callable[..., Any], query: torch.Tensor, key: torch.Tensor,
+            value: torch.Tensor, attention_mask: torch.Tensor | None, kwargs: dict[str, Any],
+            edit: Edit) -> tuple[torch.Tensor, None]:
+    """Attention with edited weights: per block of query rows, the eager weights (computed as
+    `AttentionCall._rows` does, with an empty value), `edit(module, start, weights)`, then
+    weights @ values with each key-value head repeated for its query heads (GQA), in the value's
+    dtype. Output [1, T, H, dh] as eager returns it; no weights."""
+    n_heads, n_pos = query.shape[1], query.shape[2]
+    groups = n_heads // value.shape[1]
+    values = value.repeat_interleave(groups, dim=1) if groups > 1 else value  # [1, H, T, dh]
+    empty = key.new_empty(*key.shape[:3], 0, dtype=value.dtype)
+    step = block_rows(n_heads, key.shape[2])
+    outputs = []
+    for start in range(0, n_pos, step):
+        mask = attention_mask[:, :, start:start + step] if attention_mask is not None else None
+        _, weights = eager(module, query[:, :, start:start + step], key, empty, mask, **kwargs)
+        weights = edit(module, start, weights)
+        outputs.append(torch.matmul(weights.to(value.dtype), values).transpose(1, 2))
+    return torch.cat(outputs, dim=1).contiguous(), None
 
 
 def register() -> None:

@@ -492,3 +492,21 @@ class Trace(ContrastMixin):
         lens_err = float((lens - own).abs().max() / own.abs().max().clamp_min(1e-30))
         dtype = next(self.adapter.model.parameters()).dtype
         return CheckReport(rows=rows, logit_lens_error=lens_err, tolerance=TOLERANCE.get(dtype, 1e-5), dtype=str(dtype))
+
+    # ---- checking a route by knockout (routes/verify.py, docs/verify.md) ----------------------
+    def verify(self, target: int = -1, threshold: float = 0.04, *, token: int | str | None = None,
+               renormalise: bool = False, trials: int = 5, seed: int = 0) -> Any:
+        """The route from `target` at `threshold` checked by knockout: a routes.verify.VerifyReport of
+        the target token's probability with only the route's attention edges, against random
+        knockouts of the same attention weight."""
+        from ..routes.verify import verify_route
+
+        graph = self.graph(target=target, threshold=threshold)
+        return verify_route(self, graph, token=token, renormalise=renormalise, trials=trials, seed=seed)
+
+    def verify_curve(self, target: int = -1, thresholds: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16),
+                     **kw: Any) -> list[Any]:
+        """`verify` at each threshold (keywords as verify's): one VerifyReport per threshold."""
+        from ..routes.verify import verify_curve
+
+        return verify_curve(self, target, thresholds, **kw)
