@@ -7,7 +7,6 @@ the library; the rules they share (origins, access, limits, queue) live in their
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -16,11 +15,11 @@ from typing import Annotated, Any, Callable, Literal, TypeVar
 import anyio
 
 import torch
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
@@ -43,6 +42,8 @@ from .access import AccessMiddleware
 from .config import ServerConfig, read_prompt_file
 from .limits import BodyLimitMiddleware
 from .origins import HostPolicy, OriginMiddleware
+from .params import ContrastQuery, graph_target, json_bytes
+from .why import Endpoints, add_why_endpoints
 from .state import ModelRegistry, ModelSlot, TraceCache, TraceEntry, UnknownTraceError
 from ..trace.estimate import Estimate, PeakMemory, estimate, is_calibrated
 from .work import MemoryBudgetError, OutOfMemoryError, QueueFullError, WorkQueue, compute, device_key
@@ -85,24 +86,6 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
 
 
-def graph_target(value: str) -> int | str:
-    """The `target` query parameter: "all" (every position's route) or an integer position."""
-    text = value.strip()
-    if text == "all":
-        return "all"
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidArgumentError(f"target {value!r} is not a position: give a token position (an integer, "
-                                   f"negative from the end) or \"all\" for every position") from None
-
-
-def json_bytes(content: Any) -> bytes:
-    """JSON as the API sends it (strict: no NaN), encoded where it is called: big answers are
-    encoded in a worker thread so the event loop (health checks, other clients) never waits."""
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-
-
 def _unicode(value: str) -> str:
     """Refuse strings that are not text: a lone surrogate (JSON can send "\\ud800") cannot be encoded."""
     try:
@@ -126,6 +109,17 @@ class TraceRequest(BaseModel):
     prompt: Text
     chat: bool = False
     norm: Literal["l1", "l2"] = "l1"
+    # generate this many tokens after the prompt and trace prompt and continuation (trace/generation.py)
+    generate: int | None = Field(None, ge=1, le=512)
+    sample: bool = False
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    temperature: float = Field(1.0, gt=0, le=10)
+
+    def generation_key(self) -> str:
+        if self.generate is None:
+            return ""
+        how = f"sample{self.seed}/{self.temperature:g}" if self.sample else "greedy"
+        return f"\x00generate{self.generate}\x00{how}"
 
 
 def create_app(config: ServerConfig, *, preload: bool = True,
@@ -243,7 +237,10 @@ def create_app(config: ServerConfig, *, preload: bool = True,
                 f"the prompt has {len(body.prompt)} characters; this server accepts at most {config.max_user_string_length}"
             )
         norm = 1 if body.norm == "l1" else 2
-        trace_id = TraceCache.key(name, body.prompt, body.chat, norm)
+        if body.generate is not None and body.generate > config.max_generate_tokens:
+            raise ForbiddenError(f"this server generates at most {config.max_generate_tokens} tokens a request "
+                                 "(max_generate_tokens): ask for fewer")
+        trace_id = TraceCache.key(name, body.prompt, body.chat, norm, body.generation_key())
         entry = traces.find(trace_id)
         start = time.perf_counter()
         cached = entry is not None
@@ -251,28 +248,37 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             slot = await ready(request, name)
             model = slot.model
             ids = model.tokenize(body.prompt, chat=body.chat)
-            if len(ids) > config.prompt_token_limit:
+            extra = body.generate or 0  # a generation traces prompt and continuation together
+            if len(ids) + extra > config.prompt_token_limit:
+                more = f" and {extra} generated" if extra else ""
                 raise PromptTooLongError(
-                    f"the prompt has {len(ids)} tokens; this server traces at most {config.prompt_token_limit}: shorten it")
-            est = await estimate_on(request, slot, len(ids))
+                    f"the prompt has {len(ids)} tokens{more}; this server traces at most {config.prompt_token_limit}: "
+                    f"shorten it{' or generate fewer' if extra else ''}")
+            est = await estimate_on(request, slot, len(ids) + extra)
             check_estimate(est, name)
             keep = first_route_bytes(est)
-            est = estimate(model.adapter, len(ids), keep_layers_bytes=keep)  # measured now: no work
+            est = estimate(model.adapter, len(ids) + extra, keep_layers_bytes=keep)  # measured now: no work
 
-            def run() -> tuple[Any, list, int | None]:
+            def run() -> tuple[Any, list, int | None, dict | None]:
                 with PeakMemory(next(model.hf_model.parameters()).device) as peak:
-                    trace = model.trace(ids.tolist(), norm=norm, store=None if config.store else False,
-                                        keep_layers_bytes=keep)
+                    store = None if config.store else False
+                    generation = None
+                    if body.generate is not None:
+                        gen = model.generate(ids.tolist(), body.generate, sample=body.sample, seed=body.seed,
+                                             temperature=body.temperature, norm=norm, store=store)
+                        trace, generation = gen.trace, gen.to_dict()
+                    else:
+                        trace = model.trace(ids.tolist(), norm=norm, store=store, keep_layers_bytes=keep)
                     predictions = trace.predictions(k=5)
-                    warm_first_route(trace)
-                return trace, predictions, peak.peak_bytes
+                    warm_first_route(trace, generation["steps"][-1]["pos"] if generation else -1)
+                return trace, predictions, peak.peak_bytes, generation
 
-            trace, predictions, peak_bytes = await on_model(request, slot, run)
+            trace, predictions, peak_bytes, generation = await on_model(request, slot, run)
             measured = {"peak_bytes": peak_bytes, "forward_seconds": round(trace.capture.forward_seconds, 4),
                         "kept_bytes": trace.capture.kept_bytes()}
             entry = TraceEntry(trace_id=trace_id, slot=slot, trace=trace, predictions=predictions,
                                nbytes=est.kept_bytes,  # what the cache holds, not the peak
-                               estimate=est.to_dict(), measured=measured)
+                               estimate=est.to_dict(), measured=measured, generation=generation)
             traces.put(entry)
         trace = entry.trace
         timings = {
@@ -295,6 +301,7 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             "timings": timings,
             "estimate": entry.estimate,  # trace/estimate.py, before it ran
             "measured": entry.measured,  # the same figures, measured while it ran
+            "generation": entry.generation,  # null, or the generated steps: {prompt_length, steps, ...}
         }
 
     def first_route_bytes(est: Estimate) -> int:
@@ -304,11 +311,12 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             return FIRST_ROUTE_BYTES
         return int(max(0, min(FIRST_ROUTE_BYTES, config.max_trace_memory_mb * 2**20 - est.peak_bytes)))
 
-    def warm_first_route(trace: Any) -> None:
-        """The route the page asks for first (the last position at the default threshold), built
-        while the forward pass's layers are still at hand; the page's request then finds its rows."""
+    def warm_first_route(trace: Any, target: int = -1) -> None:
+        """The route the page asks for first (the last position, or a generation's last step, at the
+        default threshold), built while the forward pass's layers are still at hand; the page's
+        request then finds its rows."""
         try:
-            trace.graph(target=-1, threshold=max(DEFAULT_THRESHOLD, min_threshold()), max_edges=edge_bound())
+            trace.graph(target=target, threshold=max(DEFAULT_THRESHOLD, min_threshold()), max_edges=edge_bound())
         except TooLargeError:
             pass  # the page's own request will say so
         finally:
@@ -374,15 +382,17 @@ def create_app(config: ServerConfig, *, preload: bool = True,
 
     @app.get("/api/trace/{trace_id}/graph")
     async def graph(request: Request, trace_id: str, target: str = Query("-1", max_length=12),
-                    threshold: float = Query(0.04, ge=0.0, le=1.0)) -> Response:
+                    threshold: float = Query(0.04, ge=0.0, le=1.0),
+                    contrast: ContrastQuery = Depends()) -> Response:
         """The route to one position (an integer, negative from the end) or to every position
-        (`target=all`: the union of each position's route, docs/api.md)."""
+        (`target=all`: the union of each position's route, docs/api.md); with a foil, the
+        contrastive route (docs/contrastive.md)."""
         entry = use(trace_id)
         check_threshold(threshold)
         target = graph_target(target)
 
         def work() -> bytes:
-            built = entry.trace.graph(target=target, threshold=threshold, max_edges=edge_bound())
+            built = entry.trace.graph(target=target, threshold=threshold, max_edges=edge_bound(), **contrast.kwargs())
             return json_bytes(built.to_dict())
 
         return Response(content=await on_model(request, entry.slot, work), media_type="application/json")
@@ -394,6 +404,7 @@ def create_app(config: ServerConfig, *, preload: bool = True,
         format: Literal["json", "graphml", "svg", "png", "html"] = "json",  # noqa: A002 (the query parameter's name)
         target: str = Query("-1", max_length=12),
         threshold: float = Query(0.04, ge=0.0, le=1.0),
+        contrast: ContrastQuery = Depends(),
     ) -> Response:
         """The route graph as a file: the same formats as `routelens trace --out`."""
         from ..export.files import MEDIA_TYPES, render
@@ -404,12 +415,13 @@ def create_app(config: ServerConfig, *, preload: bool = True,
         bound = edge_bound(config.max_export_edges)
 
         def work() -> tuple[Any, bytes]:  # building and rendering: both heavy, both in the queue
-            built = entry.trace.graph(target=target, threshold=threshold, max_edges=bound)
+            built = entry.trace.graph(target=target, threshold=threshold, max_edges=bound, **contrast.kwargs())
             return built, render(built, format)
 
         graph, data = await on_model(request, entry.slot, work)
         pos = graph.target.get("pos")
-        name = f"routelens-{trace_id}-{'all' if pos is None else pos}-{threshold:g}.{format}"
+        vs = f"-vs{graph.target['foil_id']}" if graph.target.get("foil_id") is not None else ""
+        name = f"routelens-{trace_id}-{'all' if pos is None else pos}{vs}-{threshold:g}.{format}"
         return Response(content=data, media_type=MEDIA_TYPES[format],
                         headers={"content-disposition": f'attachment; filename="{name}"'})
 
@@ -491,7 +503,10 @@ def create_app(config: ServerConfig, *, preload: bool = True,
         return await on_model(request, entry.slot, lambda: entry.trace.why_attends(layer, head, query, key).to_dict(k))
 
     @app.get("/api/trace/{trace_id}/ffn")
-    async def ffn(request: Request, trace_id: str, layer: int, pos: int, k: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
+    async def ffn(request: Request, trace_id: str, layer: int, pos: int, k: int = Query(20, ge=1, le=200),
+                  contrast: ContrastQuery = Depends()) -> dict[str, Any]:
+        """An FFN block's top neurons by importance; with a token or foil, also its neurons by
+        |direct logit attribution| toward that contrast (`attribution`, docs/contrastive.md)."""
         entry = use(trace_id)
         trace = entry.trace
 
@@ -499,7 +514,10 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             neurons = trace.neurons(layer, pos, k)
             for n in neurons:
                 n.update(trace.neuron_write_tokens(layer, pos, n["index"], 3))
-            return {"neurons": neurons, "all": trace.block_write_tokens(layer, pos, "ffn", 10)}
+            out = {"neurons": neurons, "all": trace.block_write_tokens(layer, pos, "ffn", 10)}
+            if contrast.given():
+                out["attribution"] = trace.neuron_attribution(layer, pos, k=k, **contrast.kwargs())
+            return out
 
         return await on_model(request, entry.slot, work)
 
@@ -508,6 +526,9 @@ def create_app(config: ServerConfig, *, preload: bool = True,
                      k: int = Query(10, ge=1, le=100)) -> dict[str, Any]:
         entry = use(trace_id)
         return await on_model(request, entry.slot, lambda: entry.trace.neuron_write_tokens(layer, pos, neuron, k))
+
+    add_why_endpoints(app, Endpoints(config=config, traces=traces, use=use, on_model=on_model,
+                                     check_threshold=check_threshold, ready=ready))
 
     @app.get("/api/debug")
     def debug() -> dict[str, Any]:

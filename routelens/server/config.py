@@ -122,6 +122,9 @@ class ServerConfig(BaseModel):
     body_timeout_s: float = Field(30.0, gt=0)  # and its body within this (408)
     max_queue: int = Field(8, ge=0)  # requests waiting for a busy device before 429
     request_time_limit: float = Field(300.0, gt=0)  # seconds of model work per request
+    max_generate_tokens: int = Field(64, ge=0)  # tokens one request may generate (0: no generation)
+    max_verify_trials: int = Field(10, ge=0)  # random knockouts per verification (each a forward pass)
+    max_verify_positions: int = Field(1024, ge=1)  # a route verified by knockout reruns the prefix up to its target
     demo_max_prompt_tokens: int = Field(256, ge=1)  # demo mode: no settings that cost memory
     demo_min_threshold: float = Field(0.01, ge=0, le=1)
     # what may run or be read: names of configured models allowed to run their repository's code or

@@ -207,6 +207,7 @@ class TraceEntry:
     created: float = field(default_factory=time.time)
     estimate: dict[str, Any] | None = None  # trace/estimate.py's figures, before it ran
     measured: dict[str, Any] | None = None  # peak memory and forward time, measured while it ran
+    generation: dict[str, Any] | None = None  # a generated continuation's steps (trace/generation.py)
 
 
 class TraceCache:
@@ -224,8 +225,8 @@ class TraceCache:
         return sum(e.nbytes for e in self.entries.values())
 
     @staticmethod
-    def key(model: str, prompt: str, chat: bool, norm: int) -> str:
-        raw = f"{model}\x00{prompt}\x00{int(chat)}\x00{norm}".encode()
+    def key(model: str, prompt: str, chat: bool, norm: int, generation: str = "") -> str:
+        raw = f"{model}\x00{prompt}\x00{int(chat)}\x00{norm}{generation}".encode()
         return hashlib.sha256(raw).hexdigest()[:16]
 
     def get(self, trace_id: str) -> TraceEntry:
