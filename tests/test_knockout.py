@@ -320,3 +320,22 @@ def test_smollm2_route_beats_random_knockouts(smollm2):
     assert report.beats_random, str(report)
     assert report.shares["prob"] > SMOLLM2_SHARE_FLOOR, str(report)
     assert report.random_mean["prob"] < report.route["prob"]
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_contrastive_route_check_measures_the_logit_difference(name):
+    """A contrastive route's check reports logit[token] - logit[foil] in every run, computed here
+    from the naive reference's logits with the same kept edges."""
+    hf, _model, tr = wrapped(name)
+    pos = len(PROMPT) - 1
+    preds = tr.predictions(k=2)[pos]
+    token, foil = preds[0]["id"], preds[1]["id"]
+    report = tr.verify(pos, 0.04, foil=foil, trials=2)
+    assert report.foil_id == foil and report.to_dict()["target"]["foil_id"] == foil
+    graph = tr.graph(pos, 0.04, foil=foil)
+    naive = naive_logits(hf, pos, route_pairs(graph), keep=True, renormalise=False).double()
+    assert report.route["diff"] == pytest.approx(float(naive[token] - naive[foil]), abs=1e-4)
+    full = naive_logits(hf, pos, {}, keep=False, renormalise=False).double()
+    assert report.full["diff"] == pytest.approx(float(full[token] - full[foil]), abs=1e-4)
+    assert report.shares["diff"] == pytest.approx(report.route["diff"] / report.full["diff"])
+    assert all("diff" in r for r in report.random) and "diff" in report.random_mean

@@ -56,17 +56,22 @@ class VerifyReport:
     random: list[dict[str, Any]] = field(default_factory=list)  # each {prob, logit, removed_weight, removed_edges}
     total_weight: float = 0.0  # weight of every edge that could be removed (about layers x heads x (pos + 1))
     total_edges: int = 0
+    foil: str | None = None  # a contrastive route's foil: every measure then has "diff" = logit[token] - logit[foil]
+    foil_id: int | None = None
 
     @property
     def random_mean(self) -> dict[str, float]:
         n = max(1, len(self.random))
-        return {k: sum(r[k] for r in self.random) / n for k in ("prob", "logit")}
+        return {k: sum(r[k] for r in self.random) / n for k in self._keys()}
+
+    def _keys(self) -> tuple[str, ...]:
+        return ("prob", "logit", "diff") if self.foil_id is not None else ("prob", "logit")
 
     @property
     def shares(self) -> dict[str, float]:
         """What the route keeps of the full run: route prob / full prob, route logit / full logit
         (NaN when the full value is 0)."""
-        return {k: self.route[k] / self.full[k] if self.full[k] != 0 else math.nan for k in ("prob", "logit")}
+        return {k: self.route[k] / self.full[k] if self.full[k] != 0 else math.nan for k in self._keys()}
 
     @property
     def beats_random(self) -> bool:
@@ -75,7 +80,8 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "target": {"pos": self.pos, "token": self.token, "token_id": self.token_id},
+            "target": {"pos": self.pos, "token": self.token, "token_id": self.token_id, "foil": self.foil,
+                       "foil_id": self.foil_id},
             "threshold": self.threshold,
             "renormalise": self.renormalise,
             "seed": self.seed,
@@ -176,6 +182,8 @@ class _Setup:
     full: torch.Tensor  # [V] float32
     token_id: int
     token: str
+    foil_id: int | None = None
+    foil: str | None = None
 
 
 def _check_options(renormalise: Any, trials: Any, seed: Any) -> None:
@@ -190,7 +198,7 @@ def _check_options(renormalise: Any, trials: Any, seed: Any) -> None:
         raise InvalidArgumentError(f"seed must be an integer, not {seed!r}")
 
 
-def _setup(trace: Trace, pos: int, token: int | str | None) -> _Setup:
+def _setup(trace: Trace, pos: int, token: int | str | None, foil: int | str | None = None) -> _Setup:
     if not trace.adapter.uses_routelens_attention:
         raise UnsupportedArchitectureError(
             "checking a route by knockout edits attention weights inside routelens's own attention, and this "
@@ -205,28 +213,19 @@ def _setup(trace: Trace, pos: int, token: int | str | None) -> _Setup:
             f"{MAX_POSITIONS} positions and {MAX_EDGES} edges (for this model: positions up to {most - 1}); "
             "pick an earlier target position or a shorter prompt")
     full = knockout_logits(trace.adapter, trace.capture.token_ids, Knockout.removing({}), pos)
-    token_id = _token_id(trace, token, full)
-    return _Setup(pos, edge_table(trace, n), full, token_id, trace.model.token_strings([token_id])[0])
+    token_id = int(full.argmax()) if token is None else trace.token_id(token, pos=pos)
+    foil_id = None if foil is None else trace.token_id(foil, pos=pos, role="foil")
+    names = trace.model.token_strings([token_id] + ([foil_id] if foil_id is not None else []))
+    return _Setup(pos, edge_table(trace, n), full, token_id, names[0], foil_id,
+                  names[1] if foil_id is not None else None)
 
 
-def _token_id(trace: Trace, token: int | str | None, full: torch.Tensor) -> int:
-    vocab = int(full.shape[0])
-    if token is None:
-        return int(full.argmax())
-    if isinstance(token, str):
-        ids = trace.model.tokenizer(token, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise InvalidArgumentError(f"{token!r} is {len(ids)} tokens, not one; pass the token id instead")
-        return int(ids[0])
-    if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab:
-        raise InvalidArgumentError(f"token must be a token id in 0..{vocab - 1}, a one-token string or None, "
-                                   f"not {token!r}")
-    return token
-
-
-def _measure(logits: torch.Tensor, token_id: int) -> dict[str, float]:
+def _measure(logits: torch.Tensor, setup: _Setup) -> dict[str, float]:
     logits = logits.double()
-    return {"prob": float(logits.softmax(-1)[token_id]), "logit": float(logits[token_id])}
+    out = {"prob": float(logits.softmax(-1)[setup.token_id]), "logit": float(logits[setup.token_id])}
+    if setup.foil_id is not None:
+        out["diff"] = out["logit"] - float(logits[setup.foil_id])
+    return out
 
 
 def _report(trace: Trace, graph: RouteGraph, setup: _Setup, renormalise: bool, trials: int, seed: int) -> VerifyReport:
@@ -244,7 +243,7 @@ def _report(trace: Trace, graph: RouteGraph, setup: _Setup, renormalise: bool, t
     removed = total - float(valid_w[kept_flat].sum())
     route_logits = knockout_logits(trace.adapter, trace.capture.token_ids,
                                    Knockout.keeping(kept, renormalise=renormalise), pos)
-    route = {**_measure(route_logits, setup.token_id), "removed_weight": removed,
+    route = {**_measure(route_logits, setup), "removed_weight": removed,
              "removed_edges": n_valid - int(table.valid[kept_flat].sum()), "kept_edges": int(kept_flat.numel())}
     gen = torch.Generator().manual_seed(seed)
     baseline = []
@@ -254,11 +253,12 @@ def _report(trace: Trace, graph: RouteGraph, setup: _Setup, renormalise: bool, t
         removal = {int(l): torch.stack([i[layer == l], j[layer == l]], 1) for l in layer.unique().tolist()}
         logits = knockout_logits(trace.adapter, trace.capture.token_ids,
                                  Knockout.removing(removal, renormalise=renormalise), pos)
-        baseline.append({**_measure(logits, setup.token_id), "removed_weight": weight,
+        baseline.append({**_measure(logits, setup), "removed_weight": weight,
                        "removed_edges": int(picked.numel())})
     return VerifyReport(pos=pos, token=setup.token, token_id=setup.token_id, threshold=float(graph.threshold),
-                        renormalise=renormalise, seed=seed, full=_measure(setup.full, setup.token_id),
-                        route=route, random=baseline, total_weight=total, total_edges=n_valid)
+                        renormalise=renormalise, seed=seed, full=_measure(setup.full, setup),
+                        route=route, random=baseline, total_weight=total, total_edges=n_valid,
+                        foil=setup.foil, foil_id=setup.foil_id)
 
 
 def _random_edges(table: EdgeTable, weight: float, gen: torch.Generator) -> tuple[torch.Tensor, float]:
@@ -277,8 +277,9 @@ def verify_route(trace: Trace, graph: RouteGraph, *, token: int | str | None = N
                  trials: int = 5, seed: int = 0) -> VerifyReport:
     """Check `graph` (a route of `trace` from one target position) by knockout (module docstring).
 
-    token: the token whose probability is reported (id, one-token string; None: the top prediction
-    of the unedited run). renormalise: divide each edited row by its new sum. trials: random
+    token: the token whose probability is reported (id, one-token string; None: the graph's own
+    target token, else the top prediction of the unedited run). A contrastive graph's foil is
+    measured too: each measure then has "diff" = logit[token] - logit[foil]. renormalise: divide each edited row by its new sum. trials: random
     knockouts (1..MAX_TRIALS), drawn with torch.Generator().manual_seed(seed).
     Raises InvalidArgumentError (bad options, a graph of several targets or of another trace),
     TooLargeError (past MAX_POSITIONS / MAX_EDGES / MAX_TRIALS), UnsupportedArchitectureError
@@ -288,11 +289,15 @@ def verify_route(trace: Trace, graph: RouteGraph, *, token: int | str | None = N
     if not isinstance(pos, int):
         raise InvalidArgumentError("a route is checked from one target position; build the graph with a single "
                                    "target (trace.graph(target=-1))")
-    return _report(trace, graph, _setup(trace, trace.position(pos), token), renormalise, trials, seed)
+    if token is None:
+        token = graph.target.get("token_id")
+    setup = _setup(trace, trace.position(pos), token, graph.target.get("foil_id"))
+    return _report(trace, graph, setup, renormalise, trials, seed)
 
 
 def verify_curve(trace: Trace, target: int, thresholds: Sequence[float], *, token: int | str | None = None,
-                 renormalise: bool = False, trials: int = 5, seed: int = 0) -> list[VerifyReport]:
+                 foil: int | str | None = None, renormalise: bool = False, trials: int = 5,
+                 seed: int = 0) -> list[VerifyReport]:
     """`verify_route` of the route from `target` at each threshold (1..MAX_THRESHOLDS of them):
     one report per threshold, in order; the edge weights and the unedited run are computed once,
     and each threshold's random trials use the same seed (each report equals verify_route's)."""
@@ -303,6 +308,7 @@ def verify_curve(trace: Trace, target: int, thresholds: Sequence[float], *, toke
     for t in thresholds:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= float(t) <= 1.0:
             raise InvalidArgumentError(f"threshold must be a number between 0 and 1, not {t!r}")
-    setup = _setup(trace, trace.position(target), token)
-    return [_report(trace, trace.graph(target=setup.pos, threshold=float(t)), setup, renormalise, trials, seed)
+    setup = _setup(trace, trace.position(target), token, foil)
+    return [_report(trace, trace.graph(target=setup.pos, threshold=float(t), token=setup.token_id,
+                                       foil=setup.foil_id), setup, renormalise, trials, seed)
             for t in thresholds]

@@ -495,13 +495,14 @@ class Trace(ContrastMixin):
 
     # ---- checking a route by knockout (routes/verify.py, docs/verify.md) ----------------------
     def verify(self, target: int = -1, threshold: float = 0.04, *, token: int | str | None = None,
-               renormalise: bool = False, trials: int = 5, seed: int = 0) -> Any:
+               foil: int | str | None = None, renormalise: bool = False, trials: int = 5, seed: int = 0) -> Any:
         """The route from `target` at `threshold` checked by knockout: a routes.verify.VerifyReport of
         the target token's probability with only the route's attention edges, against random
-        knockouts of the same attention weight."""
+        knockouts of the same attention weight. With `foil`, the contrastive route is checked and
+        every measure adds the logit difference ("diff")."""
         from ..routes.verify import verify_route
 
-        graph = self.graph(target=target, threshold=threshold)
+        graph = self.graph(target=target, threshold=threshold, token=token, foil=foil)
         return verify_route(self, graph, token=token, renormalise=renormalise, trials=trials, seed=seed)
 
     def verify_curve(self, target: int = -1, thresholds: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16),
