@@ -183,3 +183,15 @@ def test_ioi_contrastive_route_reaches_the_indirect_object_through_upper_attenti
     assert upper, "no attention edge from the first ' Mary' in the upper half of the layers"
     report = tr.logit_attribution(-1, " Mary", " John")
     assert report["total"] == pytest.approx(report["logit_diff"], abs=1e-3)
+
+
+def test_a_contrastive_graph_file_names_both_tokens(tmp_path):
+    _hf, model, tr, _ref = bundle("llama")
+    token, foil = two_tokens(tr, T - 1)
+    g = tr.graph(-1, 0.04, foil=foil)
+    g.save(tmp_path / "route.svg")
+    names = model.token_strings([token, foil])
+    svg = (tmp_path / "route.svg").read_text()
+    assert f"{names[0]!r} rather than {names[1]!r}" in svg.replace("&#x27;", "'").replace("&apos;", "'")
+    back = rl.load_graph(g.save(tmp_path / "route.json"))
+    assert back.target["foil_id"] == foil and back.target["definition"] == g.target["definition"]

@@ -267,6 +267,9 @@ def scene_of(graph: dict[str, Any], title: str | None = None) -> Scene:
     target_pos = target.get("pos")
     if title is None:
         what = f"→ {target.get('token')!r} at position {target_pos}" if target_pos is not None else "all positions"
+        if target.get("foil") is not None:  # a contrastive route (docs/contrastive.md)
+            what = (f"→ {target.get('token')!r} rather than {target['foil']!r} at position {target_pos} "
+                    f"(logit difference {target.get('logit_diff', 0.0):.2f})")
         kind = "two prompts' routes compared" if "compare" in graph else "route"
         title = f"{graph['model'].get('name', 'model')}: {kind} {what}, threshold {graph['threshold']:g}"
     width = max(MIN_W, math.ceil(lay.width))
