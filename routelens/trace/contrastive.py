@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError
 from ..routes import contrast
-from .decompose import attention_parts, head_writes_at, neuron_parts
+from .decompose import attention_parts, attn_scale, head_writes_at, neuron_parts
 from .rows import AttentionRow, FfnRow
 
 if TYPE_CHECKING:
@@ -98,10 +98,11 @@ class ContrastMixin:
         for layer in range(self.n_layers):
             cap = self.capture.layers[layer]
             heads = head_writes_at(self.adapter, cap, layer, pos).float().cpu() @ w
-            parts = attention_parts(self.adapter, cap, layer)
+            _, b_o = self.adapter.out_proj(layer)  # the bias alone: no [H, T, d] head writes for one position
             bias = 0.0
-            if parts.bias is not None:
-                b = parts.bias.float().cpu() * (parts.scale[pos].float().cpu() if parts.scale is not None else 1.0)
+            if b_o is not None:
+                scale = attn_scale(self.adapter, cap, layer, slice(pos, pos + 1))
+                b = b_o.detach().float().cpu() * (scale[0].float().cpu() if scale is not None else 1.0)
                 bias = float(b @ w)
             layers.append({"layer": layer, "heads": heads.tolist(), "attn_bias": bias,
                            "ffn": float(cap.ffn_write[pos].float().cpu() @ w)})
