@@ -95,6 +95,10 @@ class VerifyReport:
             "total_edges": self.total_edges,
         }
 
+    def __repr__(self) -> str:
+        """One line at a Python prompt (the dataclass's own repr would print every random run)."""
+        return f"<routelens.VerifyReport {self}>"
+
     def __str__(self) -> str:
         mean, best = self.random_mean, max((r["prob"] for r in self.random), default=math.nan)
         return (f"route at threshold {self.threshold:g} to {self.token!r} at position {self.pos}"
