@@ -4,8 +4,8 @@ the final text alone (issue 14: under 2x for N = 10).
 Measured side by side in one run (median of --repeat runs) on smollm2-135m-instruct, store off:
 - final text alone: `model.trace(final_ids)` + the route at the last step's position;
 - the generation traced in one pass: the same trace + the steps' probabilities and ranks + the
-  route of every one of the N steps (what `model.generate` does after generating, and what the
-  web app's stepper shows);
+  route of every one of the N steps (`Generation.graphs()`: one top-down pass for all steps, then
+  each step's graph from the cached rows; what the web app's stepper shows);
 - step by step (what one pass saves): a separate trace of each step's prefix + its route;
 - generating the N tokens (transformers' `generate` with its KV cache): the model's own sampling
   loop, printed beside the rest (N sequential forward passes; no tracing in it).
@@ -23,7 +23,7 @@ import time
 
 import routelens as rl
 from routelens.routes import kernels
-from routelens.trace.generation import generate_ids, steps_of
+from routelens.trace.generation import Generation, generate_ids, steps_of
 
 os.environ["ROUTELENS_STORE"] = "off"
 PROMPTS = ["The capital of France is", "When Mary and John went to the store, John gave a drink to",
@@ -56,9 +56,7 @@ def main() -> None:
 
             def one_pass() -> None:
                 trace = model.trace(final, store=False)
-                steps = steps_of(trace, plen, new)
-                for s in steps:
-                    trace.graph(s["pos"])
+                Generation(trace, plen, steps_of(trace, plen, new), False, None, 1.0).graphs()
 
             rows["pass"].append(timed(one_pass))
 

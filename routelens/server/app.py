@@ -270,7 +270,8 @@ def create_app(config: ServerConfig, *, preload: bool = True,
                     else:
                         trace = model.trace(ids.tolist(), norm=norm, store=store, keep_layers_bytes=keep)
                     predictions = trace.predictions(k=5)
-                    warm_first_route(trace, generation["steps"][-1]["pos"] if generation else -1)
+                    # a generation: every step's route at once (one pass), so stepping through them is instant
+                    warm_first_route(trace, [s["pos"] for s in generation["steps"]] if generation else -1)
                 return trace, predictions, peak.peak_bytes, generation
 
             trace, predictions, peak_bytes, generation = await on_model(request, slot, run)
@@ -311,7 +312,7 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             return FIRST_ROUTE_BYTES
         return int(max(0, min(FIRST_ROUTE_BYTES, config.max_trace_memory_mb * 2**20 - est.peak_bytes)))
 
-    def warm_first_route(trace: Any, target: int = -1) -> None:
+    def warm_first_route(trace: Any, target: int | list[int] = -1) -> None:
         """The route the page asks for first (the last position, or a generation's last step, at the
         default threshold), built while the forward pass's layers are still at hand; the page's
         request then finds its rows."""

@@ -58,6 +58,15 @@ class Generation:
         pos = self.position(step)
         return self.trace.graph(pos, threshold, token=s["token_id"], foil=foil, max_edges=max_edges)
 
+    def graphs(self, threshold: float = 0.04, *, max_edges: int | None = None) -> list[RouteGraph]:
+        """Every step's route at `threshold`. The importances are computed in one top-down pass for
+        all steps together (the routes share most of their lower nodes: one batched call per layer),
+        then each step's graph is read from those cached rows."""
+        if not self.steps:
+            return []
+        self.trace.graph([s["pos"] for s in self.steps], threshold, max_edges=max_edges)
+        return [self.graph(k, threshold, max_edges=max_edges) for k in range(len(self.steps))]
+
     def to_dict(self) -> dict[str, Any]:
         return {"prompt_length": self.prompt_length, "steps": self.steps, "sampled": self.sampled,
                 "seed": self.seed, "temperature": self.temperature}
