@@ -121,7 +121,7 @@ def secured(folder) -> Iterator[Served]:
 # ---- the property ----------------------------------------------------------------------------------
 # what to do: an instruction, the documentation, or the values that would be accepted
 ADVICE = re.compile(
-    r"\b(use|try|give|send|run|see|raise|lower|shorten|choose|enter|ask|name|type|split|check|trace|start|"
+    r"\b(use|try|give|send|run|see|raise|lower|shorten|choose|pick|enter|ask|name|type|split|check|trace|start|"
     r"come back|wait|save|one of|at most|at least)\b|/api/docs|\d\.\.\d", re.IGNORECASE)
 
 
@@ -289,7 +289,7 @@ def query(draw, params: dict[str, Param]) -> tuple[str, dict[str, Any], bool]:
             pairs.append((name, draw(texts)))
             exact = False
     for _ in range(draw(st.integers(0, 2))):  # unknown keys are ignored
-        key = draw(st.sampled_from(["x", "token", "format_", "layers", "", "k[]", "a b", "é"]))
+        key = draw(st.sampled_from(["x", "access_token", "format_", "layers", "", "k[]", "a b", "é"]))
         pairs.append((key, draw(texts)))
     order = draw(st.permutations(range(len(pairs))))
     qs = "&".join(f"{quote(pairs[i][0], safe='')}={quote(pairs[i][1], safe='')}" for i in order)
@@ -470,7 +470,8 @@ def test_fuzz_trace(served, body, ascii_only):
             assert r.json()["error"]["code"] in ("prompt_too_long", "empty_prompt"), r.text
             return
         assert set(out) == {"trace_id", "model", "facts", "tokens", "token_bytes", "token_ids", "n_layers", "n_heads",
-                            "parallel", "predictions", "timings", "estimate", "measured"}
+                            "parallel", "predictions", "timings", "estimate", "measured", "generation"}
+        assert out["generation"] is None  # no generate asked
         assert out["model"] == "tiny" and FACTS <= set(out["facts"]) and 1 <= len(out["tokens"]) <= MAX_TOKENS
         assert len(out["token_ids"]) == len(out["tokens"]) == len(out["predictions"])
         assert len(out["token_bytes"]) == len(out["tokens"])
@@ -526,7 +527,7 @@ def test_fuzz_malformed_json_is_bad_request(served):
 
 
 # ---- the trace's details ---------------------------------------------------------------------------
-DETAIL = ["graph", "export", "node", "edge", "head", "ffn", "neuron"]
+DETAIL = ["graph", "export", "node", "edge", "head", "ffn", "neuron", "attribution", "verify"]
 
 
 @given(data=st.data())
@@ -663,6 +664,47 @@ def test_fuzz_ffn(served, data):
 
 @given(data=st.data())
 @fuzz(40)
+def test_fuzz_contrast(served, data):
+    """Contrastive graphs and direct logit attribution with any token and foil: a 200 whose
+    attributions sum to the logit difference, or a clear 4xx (foil = token, out of range, both forms)."""
+    s = served
+    tid, real = data.draw(trace_ids(s))
+    qs, m, exact = data.draw(query({"pos": ints(-s.n_pos, s.n_pos - 1), "token_id": ints(0, s.vocab - 1),
+                                    "foil_id": ints(0, s.vocab - 1), "foil": choice(["[3]", "ab", "x", ""])}))
+    r = get(s.client, f"/api/trace/{quote(tid, safe='')}/attribution", qs)
+    body = check(r)  # a bad parameter may be refused (422) before an unknown trace (404)
+    assert real or r.status_code in (404, 422)
+    if r.status_code == 200:
+        assert set(body) == {"pos", "token", "token_id", "foil", "foil_id", "embed", "constant", "layers", "total",
+                             "logit_diff"}
+        assert len(body["layers"]) == s.n_layers and body["token_id"] != body["foil_id"]
+        assert abs(body["total"] - body["logit_diff"]) <= 1e-3 * max(1.0, abs(body["logit_diff"]))
+    r = get(s.client, f"/api/trace/{quote(tid, safe='')}/graph", qs.replace("pos=", "target="))
+    body = check(r)
+    assert real or r.status_code in (404, 422)
+    if r.status_code == 200:
+        check_graph_shape(body, s)
+
+
+@given(data=st.data())
+@fuzz(25)
+def test_fuzz_verify(served, data):
+    s = served
+    tid, real = data.draw(trace_ids(s))
+    qs, m, exact = data.draw(query({"target": ints(-s.n_pos, s.n_pos - 1), "threshold": floats01(),
+                                    "trials": ints(1, 3), "renormalise": choice(["true", "false"]),
+                                    "curve": choice(["false"]), "seed": ints(0, 10)}))
+    r = get(s.client, f"/api/trace/{quote(tid, safe='')}/verify", qs)
+    body = check(r)
+    assert real or r.status_code in (404, 422)
+    if r.status_code == 200:
+        assert {"target", "full", "route", "random", "random_mean", "shares", "beats_random"} <= set(body)
+        assert 0 <= body["route"]["prob"] <= 1 and 0 <= body["full"]["prob"] <= 1
+        assert body["route"]["removed_weight"] <= body["total_weight"] + 1e-6
+
+
+@given(data=st.data())
+@fuzz(40)
 def test_fuzz_neuron(served, data):
     s = served
     tid, real = data.draw(trace_ids(s))
@@ -688,7 +730,8 @@ def test_fuzz_neuron(served, data):
 def test_fuzz_bogus_trace_ids(served, endpoint, tid, raw):
     """Any id that is not a trace (path-like, empty, unicode, huge) is a 404, with valid parameters too."""
     params = {"graph": "", "export": "format=svg", "node": "kind=block&layer=0&pos=0", "edge": "layer=0&source=0&target=1",
-              "head": "layer=0&head=0", "ffn": "layer=0&pos=0", "neuron": "layer=0&pos=0&neuron=0"}[endpoint]
+              "head": "layer=0&head=0", "ffn": "layer=0&pos=0", "neuron": "layer=0&pos=0&neuron=0",
+              "attribution": "pos=-1", "verify": "trials=1"}[endpoint]
     segment = tid if raw else quote(tid, safe="")
     try:
         r = served.client.get(f"/api/trace/{segment}/{endpoint}?{params}")

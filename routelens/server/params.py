@@ -32,10 +32,11 @@ class ContrastQuery:
     """The token and foil of a request, each as text (`token`, `foil`) or as an id (`token_id`,
     `foil_id`); none given: the plain route and the model's top prediction."""
 
-    def __init__(self, token: str | None = Query(None, min_length=1, max_length=200),
+    def __init__(self, token: str | None = Query(None, max_length=200),
                  token_id: int | None = Query(None, ge=0),
-                 foil: str | None = Query(None, min_length=1, max_length=200),
+                 foil: str | None = Query(None, max_length=200),
                  foil_id: int | None = Query(None, ge=0)) -> None:
+        token, foil = token or None, foil or None  # an empty `token=` is no token (" " is a token: kept)
         for text, number, name in ((token, token_id, "token"), (foil, foil_id, "foil")):
             if text is not None and number is not None:
                 raise InvalidArgumentError(f"give the {name} as text ({name}=) or as an id ({name}_id=), not both")
