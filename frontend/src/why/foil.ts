@@ -89,6 +89,7 @@ export class FoilBar {
         class: "foil-chip" + (isTop ? " is-top" : "") + (isFoil ? " is-foil" : ""),
         "data-testid": "foil-chip",
         "data-token-id": p.id,
+        "data-token": p.token,
         title: `${JSON.stringify(p.token)} (id ${p.id}${bytesNote(p.bytes)})${Number.isFinite(p.prob) ? `: probability ${pct(p.prob)}` : ""}` + (isTop ? "\nthe predicted token: the route explains it" : isFoil ? "\nthe foil: the route explains the top token against it" : ""),
       },
       tokenSpan(truncate(p.token, 14), "tok", false, p.bytes),
