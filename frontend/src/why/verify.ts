@@ -132,6 +132,9 @@ export class VerifyControl {
     if (this.key !== this.viewKey()) this.close();
     this.cancel();
     this.key = this.viewKey();
+    // under the route and contrast lines (the toolbar wraps on narrow windows)
+    const above = this.card.previousElementSibling as HTMLElement | null;
+    if (above) this.card.style.top = `${above.offsetTop + above.offsetHeight + 6}px`;
     this.card.hidden = false;
     this.renderHead();
     const ctrl = new AbortController();

@@ -68,7 +68,8 @@ export function verifyFigure(r: VerifyReport): HTMLElement {
     const title = svg("title");
     title.textContent = `p = ${p}`;
     b.append(title);
-    const t = svg("text", { x: Math.min(R - 2, x(p) + 4), y: rowY[i] + 4, class: "vf-val", "text-anchor": x(p) > R - 40 ? "end" : "start" });
+    const inside = x(p) > R - 40; // no room after the bar: the value is written inside it
+    const t = svg("text", { x: inside ? x(p) - 4 : x(p) + 4, y: rowY[i] + 4, class: "vf-val" + (inside ? " inside" : ""), "text-anchor": inside ? "end" : "start" });
     t.textContent = probText(p);
     root.append(b, t);
   };
