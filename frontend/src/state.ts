@@ -1,6 +1,6 @@
 // The view's state: one nanostores map ($view) that the controls read and subscribe to, and its
 // mirror in the URL query string, so a reload or a shared link restores the view:
-//   ?model=NAME&prompt=TEXT&chat=1&norm=l2&target=5&threshold=0.04&sel=node:x:12:4&head=3&neuron=812
+//   ?model=NAME&prompt=TEXT&chat=1&norm=l2&target=5&threshold=0.04&sel=node:x:12:4&head=3&neuron=812&foil=2869
 // target is a position or `all` (every position's route at once); sel is node:<node id> or
 // edge:<kind>|<source id>|<target id>.
 // Every change of $view writes the URL (a threshold change debounced: the slider writes it after
@@ -28,6 +28,8 @@ export interface ViewState {
   neuron: number | null;
   /** What the graph shows: nothing yet, a live trace, or a graph opened from a file (not in the URL). */
   shown: "none" | "trace" | "file";
+  /** The foil token id (why the top token rather than this one), or null: the plain route (why/). */
+  foil: number | null;
 }
 
 export const $view = map<ViewState>({
@@ -41,6 +43,7 @@ export const $view = map<ViewState>({
   head: null,
   neuron: null,
   shown: "none",
+  foil: null,
 });
 
 /** Set several keys with one notification (one URL write). */
@@ -58,6 +61,7 @@ export interface UrlState {
   sel?: Selection | null;
   head?: number | null;
   neuron?: number | null;
+  foil?: number | null;
 }
 
 export function readUrl(): UrlState {
@@ -82,6 +86,8 @@ export function readUrl(): UrlState {
   if (head !== null && Number.isInteger(Number(head))) s.head = Number(head);
   const neuron = q.get("neuron");
   if (neuron !== null && Number.isInteger(Number(neuron))) s.neuron = Number(neuron);
+  const foil = q.get("foil");
+  if (foil !== null && foil !== "" && Number.isInteger(Number(foil)) && Number(foil) >= 0) s.foil = Number(foil);
   return s;
 }
 
@@ -99,6 +105,7 @@ export function writeUrl(s: UrlState, debounce = false): void {
     if (s.sel) q.set("sel", s.sel.type === "node" ? `node:${s.sel.id}` : `edge:${s.sel.key}`);
     if (s.sel?.type === "edge" && s.head !== undefined && s.head !== null && s.head !== -1) q.set("head", String(s.head));
     if (s.sel?.type === "node" && s.neuron !== undefined && s.neuron !== null) q.set("neuron", String(s.neuron));
+    if (s.foil !== undefined && s.foil !== null) q.set("foil", String(s.foil));
     const search = q.toString();
     const url = location.pathname + (search ? "?" + search : "");
     if (url !== location.pathname + location.search) history.replaceState(null, "", url);
@@ -124,6 +131,7 @@ export function urlOf(v: ViewState): UrlState {
     sel: file ? null : v.sel,
     head: v.head,
     neuron: v.neuron,
+    foil: live && v.target !== "all" ? v.foil : undefined,
   };
 }
 

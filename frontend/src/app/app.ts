@@ -25,6 +25,7 @@ import { installDebugHook } from "./debughook";
 import { run } from "./run";
 import { startRefine } from "./route";
 import { limits } from "./threshold";
+import type { Why } from "../why/why";
 
 const OFFLINE_CONFIG: Config = {
   demo_mode: true,
@@ -69,7 +70,7 @@ export class App {
   /** The trace's own estimate and measurements (debug panel), when the server sends them. */
   traceCost: Pick<TraceResp, "estimate" | "measured"> = {};
   /** Every route fetched: for the test hooks. */
-  fetchLog: { threshold: number; target: number | "all"; nodes: number; edges: number; refine: boolean }[] = [];
+  fetchLog: { threshold: number; target: number | "all"; nodes: number; edges: number; refine: boolean; foil?: number | null }[] = [];
 
   // the parts of the page (page.ts builds them)
   root = document.getElementById("app")!;
@@ -85,6 +86,8 @@ export class App {
   graphSection!: HTMLElement;
   view!: GraphView;
   renderDebug: () => void = () => {};
+  /** Asking why: the foil, direct logit attribution and the knockout check (why/why.ts). */
+  why?: Why;
 
   customAllowed(): boolean {
     return this.config.allow_custom_models && !this.config.demo_mode;
@@ -129,7 +132,7 @@ export class App {
     holdUrl(false);
     if (model) this.models.load(model);
     if (u.prompt) {
-      setView({ head: u.head ?? null, neuron: u.neuron ?? null });
+      setView({ head: u.head ?? null, neuron: u.neuron ?? null, foil: u.foil ?? null });
       await run(this, { target: u.target, sel: u.sel ?? null });
     } else syncUrl();
   }

@@ -112,6 +112,15 @@ export function installDebugHook(app: App): void {
       }
       return out;
     },
+    /** The foil token id of the view ($view.foil), or null (why/). */
+    get foil() {
+      return $view.get().foil;
+    },
+    /** The knockout check shown: its report and curve (null: none), and whether it is running. */
+    get verify() {
+      const v = app.why?.verify;
+      return { report: v?.report ?? null, curve: v?.curve ?? null };
+    },
   };
   (window as unknown as { __routelensDebug: typeof hook }).__routelensDebug = hook;
 }

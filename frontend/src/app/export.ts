@@ -23,6 +23,8 @@ export function exportTitle(app: App): string {
   if (target === "all") return `routelens · ${tr.model} · route to every position (${tr.tokens.length} tokens) · ${counts}`;
   const tok = tr.tokens[target] ?? "";
   const pred = tr.predictions[target]?.[0];
+  const foil = app.why?.foilToken();
+  if (foil) return `routelens · ${tr.model} · route to ‘${truncate(tokenText(tok), 20)}’ (pos ${target}): why ‘${truncate(tokenText(pred?.token ?? ""), 20)}’ rather than ‘${truncate(tokenText(foil), 20)}’ · ${counts}`;
   return `routelens · ${tr.model} · route to ‘${truncate(tokenText(tok), 20)}’ (pos ${target})${pred ? ` → ‘${truncate(tokenText(pred.token), 20)}’ ${pct(pred.prob)}` : ""} · ${counts}`;
 }
 

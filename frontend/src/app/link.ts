@@ -15,7 +15,7 @@ export function askLink(app: App, work: LinkWork, u: UrlState, plainModel: strin
       holdUrl(false);
       if (work.loadModel) app.models.load(work.model);
       if (!work.prompt) return;
-      setView({ head: u.head ?? null, neuron: u.neuron ?? null });
+      setView({ head: u.head ?? null, neuron: u.neuron ?? null, foil: u.foil ?? null });
       run(app, { target: u.target, sel: u.sel ?? null });
     },
     dismiss: () => {

@@ -24,6 +24,7 @@ import { select } from "./selection";
 import { setTarget } from "./target";
 import { applyThreshold, limits } from "./threshold";
 import { setCompact } from "./relayout";
+import { Why } from "../why/why";
 
 const SIDE_KEY = "routelens.sideWidth";
 
@@ -98,6 +99,7 @@ export function buildPage(app: App): void {
   // graph section
   app.thresholdCtl = new ThresholdControl({ apply: (tau, dragging) => applyThreshold(app, tau, dragging), setCompact: (on) => setCompact(app, on), compact: app.compact, min: limits.fetchMin });
   app.routeLine = new RouteLine();
+  app.why = new Why(app);
   const toolbar = graphToolbar({
     threshold: app.thresholdCtl,
     view: () => app.view,
@@ -107,7 +109,9 @@ export function buildPage(app: App): void {
   });
   // the refinement's note sits at the right end of the route line: over neither the drawing nor
   // the toolbar, and its coming and going moves nothing
-  app.graphSection = h("section", { class: "graph-section" }, toolbar, h("div", { class: "route-line" }, app.routeLine.el, app.refine.el));
+  app.graphSection = h("section", { class: "graph-section" }, toolbar, h("div", { class: "route-line" }, app.routeLine.el, app.refine.el), app.why.line, app.why.verify.card);
+  app.thresholdCtl.counts.before(app.why.verify.button); // the knockout check, beside the threshold
+  app.preds.el.append(app.why.foilBar.el); // the foil picker, under the predictions
   installDrop(app, app.graphSection);
   app.view = new GraphView(app.graphSection, {
     select: (s) => select(app, s),

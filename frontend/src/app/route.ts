@@ -16,10 +16,11 @@ export function viewTarget(t: Target): number {
   return t === "all" ? -1 : t;
 }
 
-const cacheKey = (traceId: string, target: Target) => `${traceId}|${target}`;
+/** Routes are cached per trace, target and foil (why/: the contrastive route against a foil token). */
+const cacheKey = (traceId: string, target: Target, foil: number | null = $view.get().foil) => `${traceId}|${target}|${foil ?? ""}`;
 
-export function routeUrl(traceId: string, target: Target, threshold: number): string {
-  return `api/trace/${traceId}/graph?${qs({ target, threshold })}`;
+export function routeUrl(traceId: string, target: Target, threshold: number, foil: number | null = null): string {
+  return `api/trace/${traceId}/graph?${qs({ target, threshold, foil_id: foil ?? undefined })}`;
 }
 
 export async function loadGraph(app: App): Promise<void> {
@@ -27,8 +28,8 @@ export async function loadGraph(app: App): Promise<void> {
   if (!tr) return;
   const seq = ++app.graphSeq;
   app.refine.cancel();
-  const { target, threshold } = $view.get();
-  const key = cacheKey(tr.trace_id, target);
+  const { target, threshold, foil } = $view.get();
+  const key = cacheKey(tr.trace_id, target, foil);
   const want = Math.max(threshold, limits.fetchMin);
   let g = app.graphCache.get(key);
   if (!g && app.file) return; // a file holds one route only (setTarget keeps to it)
@@ -37,7 +38,7 @@ export async function loadGraph(app: App): Promise<void> {
     app.overlay.set("Computing the route…", true);
     const t0 = performance.now();
     try {
-      g = await request<Graph>("GET", routeUrl(tr.trace_id, target, want));
+      g = await request<Graph>("GET", routeUrl(tr.trace_id, target, want, foil));
     } catch (err) {
       if (seq !== app.graphSeq) return;
       if (err instanceof ApiError && err.code === "unknown_trace" && !app.retriedTrace) {
@@ -92,17 +93,17 @@ export function startRefine(app: App): void {
   const p = app.prepared;
   if (!tr || !p || !canRefine(app, p.graph)) return;
   const seq = app.graphSeq;
-  const target = $view.get().target;
+  const { target, foil } = $view.get();
   const t0 = performance.now();
   app.refine.run(
     p.graph.threshold,
     limits.fetchMin,
-    (signal) => request<Graph>("GET", routeUrl(tr.trace_id, target, limits.fetchMin), undefined, signal),
+    (signal) => request<Graph>("GET", routeUrl(tr.trace_id, target, limits.fetchMin, foil), undefined, signal),
     (g) => {
-      if (seq !== app.graphSeq || app.trace !== tr || $view.get().target !== target || app.file) return;
+      if (seq !== app.graphSeq || app.trace !== tr || $view.get().target !== target || $view.get().foil !== foil || app.file) return;
       app.traceTimings.refine_request = +((performance.now() - t0) / 1000).toFixed(3);
       logFetch(app, g, target, true);
-      app.graphCache.set(cacheKey(tr.trace_id, target), g);
+      app.graphCache.set(cacheKey(tr.trace_id, target, foil), g);
       showGraph(app, g, true);
       if ($view.get().sel?.type === "node") app.inspector.refreshConnections();
     },
@@ -111,16 +112,22 @@ export function startRefine(app: App): void {
 }
 
 function logFetch(app: App, g: Graph, target: Target, refine: boolean): void {
-  app.fetchLog.push({ threshold: g.threshold, target, nodes: g.nodes.length, edges: g.edges.length, refine });
+  app.fetchLog.push({ threshold: g.threshold, target, nodes: g.nodes.length, edges: g.edges.length, refine, foil: $view.get().foil });
   if (app.fetchLog.length > 50) app.fetchLog.shift();
 }
 
 export function renderRouteLine(app: App): void {
   const v = $view.get();
   app.routeLine.render(app.trace, v.target, { file: app.file, norm: v.norm, chat: v.chat });
+  app.why?.render(); // the foil bar and the contrast line (why/)
 }
 
 /** Remember `g` as the route of the trace shown to `target` (a file's, or a synthetic one). */
 export function cacheRoute(app: App, target: Target, g: Graph): void {
-  app.graphCache.set(cacheKey(app.trace!.trace_id, target), g);
+  app.graphCache.set(cacheKey(app.trace!.trace_id, target, null), g);
+}
+
+/** The route fetched for the trace shown to `target` against `foil`, if it is here. */
+export function cachedRoute(app: App, target: Target, foil: number | null): Graph | undefined {
+  return app.trace ? app.graphCache.get(cacheKey(app.trace.trace_id, target, foil)) : undefined;
 }

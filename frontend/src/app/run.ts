@@ -21,7 +21,7 @@ export async function run(app: App, restore?: { target?: Target; sel?: Selection
   app.refine.cancel(); // the route being refined belongs to the trace this run replaces
   app.banner.clear();
   setBusy(app, true);
-  if (!restore) setView({ sel: null, head: null, neuron: null });
+  if (!restore) setView({ sel: null, head: null, neuron: null, foil: null });
   app.overlay.set(app.models.status?.state === "loading" ? `Waiting for ${model} to load, then running it…` : "Running the model…", true);
   try {
     const { chat, norm } = $view.get();

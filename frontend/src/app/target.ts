@@ -11,7 +11,7 @@ export function setTarget(app: App, target: Target): void {
   const T = app.trace.tokens.length;
   const t: Target = target === "all" ? "all" : clamp(target, 0, T - 1);
   if (t === $view.get().target && app.prepared) return;
-  setView({ target: t, sel: null, head: null, neuron: null });
+  setView({ target: t, sel: null, head: null, neuron: null, foil: null }); // a foil belongs to its target
   renderRouteLine(app);
   app.inspector.render();
   loadGraph(app);

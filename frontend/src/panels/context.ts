@@ -1,4 +1,5 @@
 import type { Prepared, Pruned } from "../graph/prune";
+import type { WhyCtx } from "../why/panels";
 
 /** What a panel may use: the API (errors already reported), the trace, and the graph view. */
 export interface PanelCtx {
@@ -19,6 +20,8 @@ export interface PanelCtx {
   setNeuron(n: number | null): void;
   lensNorm: boolean;
   setLensNorm(on: boolean): void;
+  /** Direct logit attribution at the target (why/panels.ts); absent: no live single target. */
+  why?: WhyCtx | null;
 }
 
 export interface NodeRef {

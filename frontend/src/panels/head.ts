@@ -11,6 +11,8 @@ import { attnTargetId, parseNodeId, type PanelCtx } from "./context";
 import { edgePlace, layerName } from "../layers";
 import { heatmap } from "./heatmap";
 import { qkSection } from "./qk";
+import { dlaCell, headDla } from "../why/panels";
+import type { Attribution } from "../why/types";
 
 const headCache = new Map<string, Promise<HeadInfo>>();
 
@@ -25,9 +27,12 @@ export function headPanel(ctx: PanelCtx, edge: { layer: number; source: number; 
   const list = h("div", { class: "heads" }, loadingBox());
   const detail = h("div", { class: "head-detail" });
   const why = h("div", { class: "qk-slot" }); // "Why this head attends" (qk.ts), loaded when opened
-  body.append(list, detail, why);
+  const dlaSlot = h("div", { class: "dla-slot" }); // the head's direct logit attribution (why/panels.ts)
+  body.append(list, dlaSlot, detail, why);
   let info: EdgeInfo | null = null;
   let current = ctx.head ?? -1;
+  let dla: Attribution | null = null;
+  ctx.why?.attribution()?.then((a) => ((dla = a), drawList())).catch(() => {});
 
   const drawList = () => {
     if (!info) return;
@@ -35,14 +40,15 @@ export function headPanel(ctx: PanelCtx, edge: { layer: number; source: number; 
     const item = (head: number, weight: number, label: string, share: string) =>
       h(
         "li",
-        { class: "head-row" + (head === current ? " active" : ""), "data-head": head, onclick: () => pick(head), tabindex: 0, onkeydown: (e: Event) => (e as KeyboardEvent).key === "Enter" && pick(head) },
+        { class: "head-row" + (head === current ? " active" : "") + (dla ? " with-dla" : ""), "data-head": head, onclick: () => pick(head), tabindex: 0, onkeydown: (e: Event) => (e as KeyboardEvent).key === "Enter" && pick(head) },
         h("span", { class: "head-name" }, label),
         h("span", { class: "hbar" }, h("span", { style: `width:${Math.max(1, (weight / (head === -1 ? info!.weight || 1 : max)) * 100).toFixed(1)}%` })),
         h("span", { class: "head-w" }, num(weight)),
         h("span", { class: "head-share muted" }, share),
+        dlaCell(dla, edge.layer, head),
       );
     list.replaceChildren(
-      h("div", { class: "panel-meta muted small" }, `edge weight ${num(info.weight, 4)} in the node after attention at position ${edge.target}`),
+      h("div", { class: "panel-meta muted small" }, `edge weight ${num(info.weight, 4)} in the node after attention at position ${edge.target}` + (dla ? ` · last column: each head's direct logit attribution at the target (position ${ctx.why?.pos})` : "")),
       section(
         "Heads carrying this edge",
         h(
@@ -63,6 +69,7 @@ export function headPanel(ctx: PanelCtx, edge: { layer: number; source: number; 
   };
 
   const loadHead = () => {
+    dlaSlot.replaceChildren(headDla(ctx.why, edge.layer, current, edge.target) ?? "");
     why.replaceChildren(qkSection(ctx, { layer: edge.layer, head: current, query: edge.target, key: edge.source }));
     detail.replaceChildren(loadingBox(`Loading ${current === -1 ? "all heads" : "head " + current}…`));
     const key = `${ctx.traceId}|${edge.layer}|${current}|${edge.target}`;

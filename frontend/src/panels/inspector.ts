@@ -48,6 +48,7 @@ export class Inspector {
       setNeuron: (n) => setView({ neuron: n }),
       lensNorm: app.lensNorm,
       setLensNorm: (on) => (app.lensNorm = on),
+      why: app.why?.panelCtx() ?? null,
     };
   }
 

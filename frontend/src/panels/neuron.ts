@@ -7,6 +7,8 @@ import { h, num, tokenText, truncate } from "../ui/dom";
 import { NEG, POS, effectsView, errorBox, loadingBox, panelShell, posToken, section } from "./common";
 import type { NodeRef, PanelCtx } from "./context";
 import { layerName, nodePlace } from "../layers";
+import { ffnContrast, ffnDla } from "../why/panels";
+import type { NeuronDla } from "../why/types";
 
 export function neuronPanel(ctx: PanelCtx, node: NodeRef): HTMLElement {
   const { root, body } = panelShell("neuron-panel", `FFN · ${nodePlace("ffn", node.layer)}`, [posToken(ctx, node.pos), h("span", { class: "muted" }, ` pos ${node.pos}`)], ctx.close, node.layer);
@@ -18,8 +20,10 @@ export function neuronPanel(ctx: PanelCtx, node: NodeRef): HTMLElement {
   }
   const list = h("div", null, loadingBox());
   const detail = h("div");
+  const dlaSlot = h("div", { class: "dla-slot" }); // direct logit attribution at the target (why/panels.ts)
   body.append(
     h("div", { class: "panel-meta muted small" }, `node ${node.id}` + (routeWeight !== null ? ` · FFN importance in the block output ${num(routeWeight)}` : "")),
+    dlaSlot,
     list,
     detail,
   );
@@ -106,9 +110,10 @@ export function neuronPanel(ctx: PanelCtx, node: NodeRef): HTMLElement {
   const load = () => {
     list.replaceChildren(loadingBox());
     ctx
-      .get<FfnInfo>(`api/trace/${ctx.traceId}/ffn?${qs({ layer: node.layer, pos: node.pos, k })}`)
+      .get<FfnInfo & { attribution?: NeuronDla[] }>(`api/trace/${ctx.traceId}/ffn?${qs({ layer: node.layer, pos: node.pos, k, ...ffnContrast(ctx.why, node.pos) })}`)
       .then((d) => {
         data = d;
+        dlaSlot.replaceChildren(ffnDla(ctx.why, node.layer, node.pos, d.attribution) ?? "");
         drawList();
         showDetail();
       })
