@@ -9,24 +9,26 @@ from __future__ import annotations
 import sys
 
 from ..errors import RoutelensError
-from . import check, models, serve, trace
+from . import check, diff, models, serve, trace
 from .args import MAX_TOP, Parser
 from .check import CHECK_PROMPTS, cmd_check
+from .diff import cmd_diff
 from .common import err_console, out_console, step
 from .models import cmd_cache, cmd_models
 from .serve import cmd_serve
 from .trace import cmd_trace
 
-__all__ = ["CHECK_PROMPTS", "COMMANDS", "MAX_TOP", "Parser", "build_parser", "cmd_cache", "cmd_check", "cmd_models",
+__all__ = ["CHECK_PROMPTS", "COMMANDS", "MAX_TOP", "Parser", "build_parser", "cmd_cache", "cmd_check", "cmd_diff", "cmd_models",
            "cmd_serve", "cmd_trace", "err_console", "main", "out_console", "step"]
 
-COMMANDS = {"trace": cmd_trace, "check": cmd_check, "models": cmd_models, "cache": cmd_cache, "serve": cmd_serve}
+COMMANDS = {"trace": cmd_trace, "diff": cmd_diff, "check": cmd_check, "models": cmd_models, "cache": cmd_cache, "serve": cmd_serve}
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="routelens", description="Information-flow routes of language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     trace.add_parser(sub)
+    diff.add_parser(sub)
     check.add_parser(sub)
     models.add_parsers(sub)
     serve.add_parser(sub)
