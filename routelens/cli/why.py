@@ -187,12 +187,13 @@ def print_curve(reports: list) -> None:
     table = Table(title=f"knockout curve to {first.token!r} at position {first.pos}"
                         f"{' (renormalised rows)' if first.renormalise else ''}, {len(first.random)} random "
                         f"knockouts each")
-    for col in ("threshold", "edges kept", "weight removed", "route p", "share", "random mean p", "random max p",
-                "beats random"):
-        table.add_column(col, justify="right", min_width=len(col) if col in ("threshold", "share") else None)
+    for col in ("threshold", "edges", "removed", "route p", "share", "random p", "rnd max", "beats"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in reports:
         table.add_row(f"{r.threshold:g}", str(r.route["kept_edges"]), f"{r.route['removed_weight']:.2f}",
                       f"{r.route['prob']:.4f}", f"{r.shares['prob']:.1%}", f"{r.random_mean['prob']:.4f}",
                       f"{max(x['prob'] for x in r.random):.4f}", "yes" if r.beats_random else "no")
     out_console.print(table)
-    out_console.print(f"full run: p = {first.full['prob']:.4f}", highlight=False, soft_wrap=True)
+    out_console.print(f"full run: p = {first.full['prob']:.4f}; edges: attention edges kept; removed: attention weight "
+                      "removed; random p / rnd max: mean and max over the random knockouts; beats: route p above "
+                      "all of them", highlight=False, soft_wrap=True)
