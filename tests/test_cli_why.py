@@ -223,3 +223,30 @@ def test_paris_rather_than_london_on_smollm2(capsys, smollm2, tmp_path):
     assert code == 0, err
     steps = smollm2.generate("The capital of France is", 3, store=False).steps
     assert f"{''.join(s['token'] for s in steps)!r}" in out and steps[0]["token"] == " Paris"
+
+
+@pytest.mark.slow
+def test_the_readme_asking_why_block_runs_as_written(smollm2, tmp_path):
+    """README.md's "Asking why" commands, line by line in bash, as tests/test_readme.py runs its
+    "Command line" block: from a fresh folder beside the installed `.venv`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text[text.index("\n## Asking why\n"):], re.S).group(1)
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert lines[0] == ". .venv/bin/activate" and len(lines) == 5
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    outputs = []
+    for line in lines[1:]:
+        command = line.split("#", 1)[0].strip()
+        r = subprocess.run(["bash", "-c", f". .venv/bin/activate && {command}"], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=900)
+        assert r.returncode == 0, (command, r.stdout[-2000:], r.stderr[-2000:])
+        outputs.append(r.stdout)
+    assert "why ' Paris' rather than ' London' at position 4: logit difference" in outputs[0]
+    assert sorted(p.name for p in tmp_path.glob("step-*.json")) == ["step-0.json", "step-1.json", "step-2.json"]
+    assert "beats random: " in outputs[2]
+    assert "heads whose importance changed most" in outputs[3]
+    assert "<html" in (tmp_path / "diff.html").read_text()[:2000].lower()
