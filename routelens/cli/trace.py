@@ -69,7 +69,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         target = target if target == "all" else _int_arg(str(target), "--target")
         pos = trace.n_positions - 1 if target == "all" else trace.position(target)
     attribution = None
-    if foil is not None or (token is not None and steps is None):
+    if foil is not None or why.token_of(args) is not None:  # asked about a token: its direct logit attribution
         attribution = trace.logit_attribution(pos, token, foil)  # foil == token: the library's error, before output
     if steps is None:
         print_predictions(trace, pos, args.top)
