@@ -134,7 +134,7 @@ def test_verify_prints_the_share_trace_verify_returns(capsys, tiny_folder, trace
     assert (f"route only:  p = {report['route']['prob']:.4f} ({report['shares']['prob']:.1%} of the full "
             "probability)") in out
     assert f"p = {report['random_mean']['prob']:.4f} mean, {max(r['prob'] for r in report['random']):.4f} max" in out
-    assert f"beats random: {'yes' if report['beats_random'] else 'no'}" in out
+    assert f"beats random (probability): {'yes' if report['beats_random'] else 'no'}" in out
 
 
 def test_curve_prints_one_row_per_threshold(capsys, tiny_folder, trace):
@@ -217,7 +217,7 @@ def test_paris_rather_than_london_on_smollm2(capsys, smollm2, tmp_path):
     assert f"why ' Paris' rather than ' London' at position 4: logit difference {expected['logit_diff']:.4f}" in out
     assert f"{expected['total']:.4f} = {expected['logit_diff']:.4f}" in out
     assert expected["total"] == pytest.approx(expected["logit_diff"], abs=1e-3)
-    assert "beats random: " in out and (tmp_path / "why.svg").read_text().lstrip().startswith("<")
+    assert "beats random (" in out and (tmp_path / "why.svg").read_text().lstrip().startswith("<")
     assert f"full run:    p = {report.full['prob']:.4f}" in out
     code, out, err = run_main(capsys, "trace", "smollm2-135m-instruct", "The capital of France is", "--generate", "3")
     assert code == 0, err
@@ -247,6 +247,6 @@ def test_the_readme_asking_why_block_runs_as_written(smollm2, tmp_path):
         outputs.append(r.stdout)
     assert "why ' Paris' rather than ' London' at position 4: logit difference" in outputs[0]
     assert sorted(p.name for p in tmp_path.glob("step-*.json")) == ["step-0.json", "step-1.json", "step-2.json"]
-    assert "beats random: " in outputs[2]
+    assert "beats random (" in outputs[2]
     assert "heads whose importance changed most" in outputs[3]
     assert "<html" in (tmp_path / "diff.html").read_text()[:2000].lower()

@@ -251,7 +251,7 @@ def test_random_knockouts_are_reproducible_with_the_seed():
     assert a["random"] != c["random"]
     assert a["route"] == c["route"]
     assert set(a) == {"target", "threshold", "renormalise", "seed", "full", "route", "random", "random_mean",
-                      "shares", "beats_random", "total_weight", "total_edges"}
+                      "shares", "measure", "beats_random", "total_weight", "total_edges"}
     assert set(a["route"]) == {"prob", "logit", "removed_weight", "removed_edges", "kept_edges"}
 
 
@@ -339,3 +339,15 @@ def test_contrastive_route_check_measures_the_logit_difference(name):
     assert report.full["diff"] == pytest.approx(float(full[token] - full[foil]), abs=1e-4)
     assert report.shares["diff"] == pytest.approx(report.route["diff"] / report.full["diff"])
     assert all("diff" in r for r in report.random) and "diff" in report.random_mean
+
+
+def test_a_contrastive_check_beats_random_by_the_logit_difference():
+    """The verdict compares what the route claims to carry: p for a plain route, the logit
+    difference for a contrastive one (recomputed here from the report's own runs)."""
+    _hf, _model, tr = wrapped("llama")
+    pos = len(PROMPT) - 1
+    foil = tr.predictions(k=2)[pos][1]["id"]
+    plain, contrast = tr.verify(pos, 0.04, trials=3), tr.verify(pos, 0.04, foil=foil, trials=3)
+    assert plain.measure == "prob" and contrast.measure == "diff"
+    assert plain.beats_random == (plain.route["prob"] > max(r["prob"] for r in plain.random))
+    assert contrast.beats_random == (contrast.route["diff"] > max(r["diff"] for r in contrast.random))

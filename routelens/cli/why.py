@@ -179,7 +179,11 @@ def print_verify(report) -> None:
         f"{r['total_weight']:.2f} attention weight removed\n"
         f"  random:      p = {r['random_mean']['prob']:.4f} mean, {max(randoms):.4f} max over {len(randoms)} "
         f"knockouts of the same weight (seed {r['seed']})\n"
-        f"beats random: {'yes' if r['beats_random'] else 'no'}", highlight=False, soft_wrap=True)
+        + (f"  logit difference to {r['target']['foil']!r}: full {r['full']['diff']:.4f}, route only "
+           f"{r['route']['diff']:.4f}, random mean {r['random_mean']['diff']:.4f}, max "
+           f"{max(x['diff'] for x in r['random']):.4f}\n" if r["measure"] == "diff" else "")
+        + f"beats random ({'logit difference' if r['measure'] == 'diff' else 'probability'}): "
+        f"{'yes' if r['beats_random'] else 'no'}", highlight=False, soft_wrap=True)
 
 
 def print_curve(reports: list) -> None:

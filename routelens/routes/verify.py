@@ -74,9 +74,16 @@ class VerifyReport:
         return {k: self.route[k] / self.full[k] if self.full[k] != 0 else math.nan for k in self._keys()}
 
     @property
+    def measure(self) -> str:
+        """What the route claims to carry: the token's probability ("prob"), or for a contrastive
+        route the logit difference to the foil ("diff")."""
+        return "diff" if self.foil_id is not None else "prob"
+
+    @property
     def beats_random(self) -> bool:
-        """The route keeps more probability than every random knockout of the same weight."""
-        return bool(self.random) and self.route["prob"] > max(r["prob"] for r in self.random)
+        """The route keeps more of `measure` than every random knockout of the same weight."""
+        key = self.measure
+        return bool(self.random) and self.route[key] > max(r[key] for r in self.random)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +97,7 @@ class VerifyReport:
             "random": [dict(r) for r in self.random],
             "random_mean": self.random_mean,
             "shares": self.shares,
+            "measure": self.measure,
             "beats_random": self.beats_random,
             "total_weight": self.total_weight,
             "total_edges": self.total_edges,

@@ -37,6 +37,8 @@ export interface NeuronDla {
 export interface VerifyRun {
   prob: number;
   logit: number;
+  /** logit[token] - logit[foil]: a contrastive route's runs only. */
+  diff?: number;
   removed_weight?: number;
   removed_edges?: number;
   kept_edges?: number;
@@ -44,15 +46,17 @@ export interface VerifyRun {
 
 /** GET /verify: one report (docs/verify.md "Report fields"). */
 export interface VerifyReport {
-  target: { pos: number; token: string; token_id: number };
+  target: { pos: number; token: string; token_id: number; foil?: string | null; foil_id?: number | null };
   threshold: number;
   renormalise: boolean;
   seed: number;
   full: VerifyRun;
   route: VerifyRun;
   random: VerifyRun[];
-  random_mean: { prob: number; logit: number };
+  random_mean: { prob: number; logit: number; diff?: number };
   shares: { prob: number | null; logit: number | null };
+  /** What the verdict compares: the token's probability, or a contrastive route's logit difference. */
+  measure: "prob" | "diff";
   beats_random: boolean;
   total_weight?: number;
   total_edges?: number;

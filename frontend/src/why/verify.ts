@@ -203,10 +203,26 @@ export class VerifyControl {
         "div",
         { class: "vc-verdict " + (beats ? "beats" : "fails"), "data-testid": "verify-verdict", "data-beats": String(beats) },
         beats ? "Beats random" : "Does not beat random",
-        h("span", { class: "muted small" }, beats ? ": the route alone keeps more of the probability than every random knockout of the same weight." : ": some random knockout of the same weight keeps as much of the probability as the route."),
+        h("span", { class: "muted small" }, verdictWords(r)),
       ),
+      r.measure === "diff" ? h("p", { class: "vc-words small", "data-testid": "verify-diff" }, diffWords(r)) : "",
       h("div", { class: "muted small" }, `${r.route.kept_edges ?? "?"} attention edges kept, ${r.route.removed_edges ?? "?"} removed (weight ${r.route.removed_weight?.toFixed(1) ?? "?"}); ${r.random.length} random trials, seed ${r.seed}${r.renormalise ? ", rows renormalised" : ""}.`),
     );
     this.markStale();
   }
+}
+
+/** Why the verdict: a plain route claims the token's probability, a contrastive one the logit difference. */
+function verdictWords(r: VerifyReport): string {
+  const what = r.measure === "diff" ? "logit difference to the foil" : "probability";
+  return r.beats_random
+    ? `: the route alone keeps more of the ${what} than every random knockout of the same weight.`
+    : `: some random knockout of the same weight keeps as much of the ${what} as the route.`;
+}
+
+/** The logit difference (token minus foil) in the full run, with the route alone and with random knockouts. */
+function diffWords(r: VerifyReport): string {
+  const d = (x: number | undefined) => (x === undefined ? "?" : (x >= 0 ? "+" : "") + x.toFixed(2));
+  const best = Math.max(...r.random.map((x) => x.diff ?? -Infinity));
+  return `Logit difference to ${JSON.stringify(r.target.foil ?? "")}: full run ${d(r.full.diff)}, route alone ${d(r.route.diff)}, random knockouts ${d(r.random_mean.diff)} on average, ${d(best)} at best.`;
 }
