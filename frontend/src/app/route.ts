@@ -10,7 +10,7 @@ import type { Graph } from "../types";
 import type { App } from "./app";
 import { run } from "./run";
 import { applyThreshold, floorTau, limits } from "./threshold";
-import { stepTokenId, tailOf } from "../gen/flow";
+import { showGeneration, stepTokenId } from "../gen/flow";
 
 /** The GraphView's target position: -1 draws every position as a target. */
 export function viewTarget(t: Target): number {
@@ -75,7 +75,7 @@ export function showGraph(app: App, g: Graph, keepView: boolean): void {
   app.prunedFrom = app.prepared;
   const layout = makeLayout(app.prepared, tr.tokens.length, w, h, app.compact ? app.pruned.node : undefined);
   app.layoutUsed = layout.used;
-  app.view.tail = tailOf(tr); // the generated columns are marked
+  showGeneration(app, tr); // the generated columns marked, the step control shown
   app.view.setGraph(app.prepared, layout, tr.tokens, tr.predictions, viewTarget(v.target), keepView);
   app.traceTimings[keepView ? "refine_layout_ms" : "layout_ms"] = +(performance.now() - t1).toFixed(1);
   if (!keepView) app.overlay.set(null);

@@ -119,6 +119,7 @@ function drawCompare(app: App, keepView: boolean): void {
   const layout = makeLayout(app.prepared, tr.tokens.length, w, h, app.compact ? app.pruned.node : undefined);
   app.layoutUsed = layout.used;
   app.view.tail = -1;
+  if (app.stepper) app.stepper.el.hidden = true; // steps are prompt A's: back with Exit compare
   app.view.setGraph(app.prepared, layout, tr.tokens, tr.predictions, g.target.pos ?? -1, keepView);
   app.overlay.set(null);
   app.graphSection.classList.add("comparing");

@@ -51,6 +51,13 @@ export function stepTokenId(tr: TraceResp | null, target: Target): number | unde
   return tr.generation.steps.find((s) => s.pos === target)?.token_id;
 }
 
+/** Before a route of `tr` is drawn: its generated columns are marked, and the step control shows
+ * only for a trace with a generation (not for a file's graph). */
+export function showGeneration(app: App, tr: TraceResp): void {
+  app.view.tail = tailOf(tr);
+  if (app.stepper) app.stepper.el.hidden = !tr.generation?.steps.length;
+}
+
 /** The first generated column of a trace (-1: nothing generated). */
 export function tailOf(tr: TraceResp | null): number {
   const g = tr?.generation;
