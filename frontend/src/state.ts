@@ -30,6 +30,12 @@ export interface ViewState {
   shown: "none" | "trace" | "file";
   /** The foil token id (why the top token rather than this one), or null: the plain route (why/). */
   foil: number | null;
+  /** The trace shown generated this many tokens after the prompt (0: none), greedy or sampled with `seed` (gen/). */
+  gen: number;
+  sample: boolean;
+  seed: number;
+  /** The second prompt of the comparison shown ("" : none; compare/). */
+  compare: string;
 }
 
 export const $view = map<ViewState>({
@@ -44,6 +50,10 @@ export const $view = map<ViewState>({
   neuron: null,
   shown: "none",
   foil: null,
+  gen: 0,
+  sample: false,
+  seed: 0,
+  compare: "",
 });
 
 /** Set several keys with one notification (one URL write). */
@@ -62,6 +72,10 @@ export interface UrlState {
   head?: number | null;
   neuron?: number | null;
   foil?: number | null;
+  gen?: number;
+  sample?: boolean;
+  seed?: number;
+  compare?: string;
 }
 
 export function readUrl(): UrlState {
@@ -88,6 +102,7 @@ export function readUrl(): UrlState {
   if (neuron !== null && Number.isInteger(Number(neuron))) s.neuron = Number(neuron);
   const foil = q.get("foil");
   if (foil !== null && foil !== "" && Number.isInteger(Number(foil)) && Number(foil) >= 0) s.foil = Number(foil);
+  readMoreUrl(q, s);
   return s;
 }
 
@@ -106,6 +121,7 @@ export function writeUrl(s: UrlState, debounce = false): void {
     if (s.sel?.type === "edge" && s.head !== undefined && s.head !== null && s.head !== -1) q.set("head", String(s.head));
     if (s.sel?.type === "node" && s.neuron !== undefined && s.neuron !== null) q.set("neuron", String(s.neuron));
     if (s.foil !== undefined && s.foil !== null) q.set("foil", String(s.foil));
+    writeMoreUrl(q, s);
     const search = q.toString();
     const url = location.pathname + (search ? "?" + search : "");
     if (url !== location.pathname + location.search) history.replaceState(null, "", url);
@@ -132,6 +148,10 @@ export function urlOf(v: ViewState): UrlState {
     head: v.head,
     neuron: v.neuron,
     foil: live && v.target !== "all" ? v.foil : undefined,
+    gen: live ? v.gen : undefined,
+    sample: live ? v.sample : undefined,
+    seed: live ? v.seed : undefined,
+    compare: live ? v.compare : undefined,
   };
 }
 
@@ -152,3 +172,24 @@ export function syncUrl(debounce = false): void {
 // history.replaceState inside a redraw would force the new elements' style before the paint:
 // a threshold change alone is written once the slider rests
 $view.listen((_v, _old, key) => syncUrl(key === "threshold"));
+
+/** gen=N&sample=1&seed=S (a generated continuation) and compare=<prompt B>. */
+function readMoreUrl(q: URLSearchParams, s: UrlState): void {
+  const gen = Number(q.get("gen"));
+  if (q.has("gen") && Number.isInteger(gen) && gen > 0) s.gen = gen;
+  if (q.has("sample")) s.sample = q.get("sample") === "1" || q.get("sample") === "true";
+  const seed = Number(q.get("seed"));
+  if (q.has("seed") && Number.isInteger(seed) && seed >= 0) s.seed = seed;
+  const cmp = q.get("compare");
+  if (cmp) s.compare = cmp;
+}
+
+function writeMoreUrl(q: URLSearchParams, s: UrlState): void {
+  if (!s.prompt) return;
+  if (s.gen) {
+    q.set("gen", String(s.gen));
+    if (s.sample) q.set("sample", "1");
+    if (s.sample) q.set("seed", String(s.seed ?? 0));
+  }
+  if (s.compare) q.set("compare", s.compare);
+}

@@ -12,6 +12,7 @@ export interface Config {
   prompts: string[];
   default_threshold: number;
   min_threshold?: number; // the lowest threshold the server draws (demo mode), absent from older servers
+  max_generate_tokens?: number; // tokens one trace may generate (0: none), absent from older servers
 }
 
 export interface Facts {
@@ -65,6 +66,8 @@ export interface TraceResp {
   /** What the server estimated before the run, and what it measured (estimate.ts); an older server sends neither. */
   estimate?: import("./estimate").Estimate | null;
   measured?: import("./estimate").Measured | null;
+  /** A generated continuation's steps (POST /api/trace with `generate`; gen/types.ts). */
+  generation?: import("./gen/types").Generation | null;
 }
 
 export type NodeKind = "embed" | "attn" | "ffn" | "block";

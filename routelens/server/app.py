@@ -214,6 +214,7 @@ def create_app(config: ServerConfig, *, preload: bool = True,
             "prompts": config.prompts(),
             "default_threshold": DEFAULT_THRESHOLD,
             "min_threshold": min_threshold(),  # below it: 403
+            "max_generate_tokens": config.max_generate_tokens,  # POST /api/trace `generate` above it: 403
         }
 
     @app.post("/api/models/load")

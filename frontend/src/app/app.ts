@@ -26,6 +26,11 @@ import { run } from "./run";
 import { startRefine } from "./route";
 import { limits } from "./threshold";
 import type { Why } from "../why/why";
+import type { GenerateOptions } from "../gen/options";
+import type { Stepper } from "../gen/stepper";
+import { installGen } from "../gen/flow";
+import { installCompare } from "../compare/flow";
+import type { Comparison } from "../compare/flow";
 
 const OFFLINE_CONFIG: Config = {
   demo_mode: true,
@@ -88,6 +93,13 @@ export class App {
   renderDebug: () => void = () => {};
   /** Asking why: the foil, direct logit attribution and the knockout check (why/why.ts). */
   why?: Why;
+  // generation (gen/) and the comparison of two prompts (compare/)
+  genOpts!: GenerateOptions;
+  stepper!: Stepper;
+  /** The comparison drawn (null: the single route); app.trace is prompt A's meanwhile. */
+  cmp: Comparison | null = null;
+  /** A comparison the URL asked for, opened once its prompt A's trace is shown. */
+  cmpPending = "";
 
   customAllowed(): boolean {
     return this.config.allow_custom_models && !this.config.demo_mode;
@@ -114,6 +126,8 @@ export class App {
       return;
     }
     buildPage(this);
+    installGen(this);
+    installCompare(this);
     const u = readUrl();
     setView({
       threshold: clamp(u.threshold ?? this.config.default_threshold ?? 0.04, limits.fetchMin, 1),
@@ -133,6 +147,7 @@ export class App {
     if (model) this.models.load(model);
     if (u.prompt) {
       setView({ head: u.head ?? null, neuron: u.neuron ?? null, foil: u.foil ?? null });
+      this.cmpPending = u.compare ?? "";
       await run(this, { target: u.target, sel: u.sel ?? null });
     } else syncUrl();
   }

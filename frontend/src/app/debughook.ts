@@ -9,6 +9,7 @@ import type { App } from "./app";
 import { leaveFile } from "./file";
 import { cacheRoute, loadGraph } from "./route";
 import { applyThreshold, limits } from "./threshold";
+import { compareDebug } from "../compare/flow";
 
 export function installDebugHook(app: App): void {
   const hook = {
@@ -48,6 +49,10 @@ export function installDebugHook(app: App): void {
     /** Every route fetched: {threshold, target (a position or "all"), nodes, edges, refine}. */
     get fetches() {
       return app.fetchLog.slice();
+    },
+    /** The comparison drawn (null: none): prompt B, its threshold, heads, and the drawn edges with their colours. */
+    get compare() {
+      return compareDebug(app);
     },
     get traceId() {
       return app.trace?.trace_id ?? null;

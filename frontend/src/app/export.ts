@@ -20,6 +20,7 @@ export function exportTitle(app: App): string {
   const pr = app.pruned!;
   const { target, threshold } = $view.get();
   const counts = `threshold ${num(threshold)} · ${pr.nodeList.length} nodes, ${pr.edgeList.length} edges`;
+  if (app.cmp) return `routelens · ${tr.model} · two prompts' routes compared: A ‘${truncate($view.get().prompt, 40)}’, B ‘${truncate(app.cmp.prompt, 40)}’ · ${counts}`;
   if (target === "all") return `routelens · ${tr.model} · route to every position (${tr.tokens.length} tokens) · ${counts}`;
   const tok = tr.tokens[target] ?? "";
   const pred = tr.predictions[target]?.[0];

@@ -16,6 +16,7 @@ export function askLink(app: App, work: LinkWork, u: UrlState, plainModel: strin
       if (work.loadModel) app.models.load(work.model);
       if (!work.prompt) return;
       setView({ head: u.head ?? null, neuron: u.neuron ?? null, foil: u.foil ?? null });
+      app.cmpPending = u.compare ?? "";
       run(app, { target: u.target, sel: u.sel ?? null });
     },
     dismiss: () => {

@@ -10,6 +10,7 @@ import type { Graph } from "../types";
 import type { App } from "./app";
 import { run } from "./run";
 import { applyThreshold, floorTau, limits } from "./threshold";
+import { showGeneration, stepTokenId } from "../gen/flow";
 
 /** The GraphView's target position: -1 draws every position as a target. */
 export function viewTarget(t: Target): number {
@@ -19,8 +20,9 @@ export function viewTarget(t: Target): number {
 /** Routes are cached per trace, target and foil (why/: the contrastive route against a foil token). */
 const cacheKey = (traceId: string, target: Target, foil: number | null = $view.get().foil) => `${traceId}|${target}|${foil ?? ""}`;
 
-export function routeUrl(traceId: string, target: Target, threshold: number, foil: number | null = null): string {
-  return `api/trace/${traceId}/graph?${qs({ target, threshold, foil_id: foil ?? undefined })}`;
+/** `foil`: the contrastive route against that token (why/); `tokenId`: the route toward that token (a generated step's, gen/flow.ts). */
+export function routeUrl(traceId: string, target: Target, threshold: number, foil: number | null = null, tokenId?: number): string {
+  return `api/trace/${traceId}/graph?${qs({ target, threshold, foil_id: foil ?? undefined, token_id: tokenId })}`;
 }
 
 export async function loadGraph(app: App): Promise<void> {
@@ -32,13 +34,13 @@ export async function loadGraph(app: App): Promise<void> {
   const key = cacheKey(tr.trace_id, target, foil);
   const want = Math.max(threshold, limits.fetchMin);
   let g = app.graphCache.get(key);
-  if (!g && app.file) return; // a file holds one route only (setTarget keeps to it)
+  if (!g && (app.file || app.cmp)) return; // a file holds one route only (setTarget keeps to it); a comparison draws its own
   if (g && canRefine(app, g) && g.threshold > want + 1e-9) g = undefined; // coarser than asked for now
   if (!g) {
     app.overlay.set("Computing the route…", true);
     const t0 = performance.now();
     try {
-      g = await request<Graph>("GET", routeUrl(tr.trace_id, target, want, foil));
+      g = await request<Graph>("GET", routeUrl(tr.trace_id, target, want, foil, stepTokenId(tr, target)));
     } catch (err) {
       if (seq !== app.graphSeq) return;
       if (err instanceof ApiError && err.code === "unknown_trace" && !app.retriedTrace) {
@@ -74,6 +76,7 @@ export function showGraph(app: App, g: Graph, keepView: boolean): void {
   app.prunedFrom = app.prepared;
   const layout = makeLayout(app.prepared, tr.tokens.length, w, h, app.compact ? app.pruned.node : undefined);
   app.layoutUsed = layout.used;
+  showGeneration(app, tr); // the generated columns marked, the step control shown
   app.view.setGraph(app.prepared, layout, tr.tokens, tr.predictions, viewTarget(v.target), keepView);
   app.traceTimings[keepView ? "refine_layout_ms" : "layout_ms"] = +(performance.now() - t1).toFixed(1);
   if (!keepView) app.overlay.set(null);
@@ -84,7 +87,7 @@ export function showGraph(app: App, g: Graph, keepView: boolean): void {
 
 /** A live route fetched above fetchMin: the finer one can be fetched. */
 export function canRefine(app: App, g: Graph): boolean {
-  return !app.file && !!app.trace && app.trace.trace_id !== "synthetic" && g.threshold > limits.fetchMin + 1e-9;
+  return !app.file && !app.cmp && !!app.trace && app.trace.trace_id !== "synthetic" && g.threshold > limits.fetchMin + 1e-9;
 }
 
 /** Fetch the route at fetchMin in the background; a newer run, target or file cancels it. */
@@ -98,9 +101,9 @@ export function startRefine(app: App): void {
   app.refine.run(
     p.graph.threshold,
     limits.fetchMin,
-    (signal) => request<Graph>("GET", routeUrl(tr.trace_id, target, limits.fetchMin, foil), undefined, signal),
+    (signal) => request<Graph>("GET", routeUrl(tr.trace_id, target, limits.fetchMin, foil, stepTokenId(tr, target)), undefined, signal),
     (g) => {
-      if (seq !== app.graphSeq || app.trace !== tr || $view.get().target !== target || $view.get().foil !== foil || app.file) return;
+      if (seq !== app.graphSeq || app.trace !== tr || $view.get().target !== target || $view.get().foil !== foil || app.file || app.cmp) return;
       app.traceTimings.refine_request = +((performance.now() - t0) / 1000).toFixed(3);
       logFetch(app, g, target, true);
       app.graphCache.set(cacheKey(tr.trace_id, target, foil), g);

@@ -8,6 +8,8 @@ import type { Selection, TraceResp } from "../types";
 import type { App } from "./app";
 import { leaveFile } from "./file";
 import { loadGraph } from "./route";
+import { firstTarget, genAsk, genBody, genView } from "../gen/flow";
+import { afterRun, dropCompare } from "../compare/flow";
 
 export async function run(app: App, restore?: { target?: Target; sel?: Selection | null }): Promise<void> {
   app.dropLinkAsk();
@@ -18,6 +20,7 @@ export async function run(app: App, restore?: { target?: Target; sel?: Selection
   const prompt = app.prompts.text;
   const seq = ++app.runSeq;
   if (app.file) leaveFile(app);
+  dropCompare(app); // a comparison belongs to the trace this run replaces
   app.refine.cancel(); // the route being refined belongs to the trace this run replaces
   app.banner.clear();
   setBusy(app, true);
@@ -25,7 +28,8 @@ export async function run(app: App, restore?: { target?: Target; sel?: Selection
   app.overlay.set(app.models.status?.state === "loading" ? `Waiting for ${model} to load, then running it…` : "Running the model…", true);
   try {
     const { chat, norm } = $view.get();
-    const tr = await request<TraceResp>("POST", "api/trace", { model, prompt, chat, norm });
+    const ask = genAsk(app);
+    const tr = await request<TraceResp>("POST", "api/trace", { model, prompt, chat, norm, ...genBody(ask) });
     if (seq !== app.runSeq) return;
     app.trace = tr;
     app.traceTimings = { ...(tr.timings ?? {}) };
@@ -33,16 +37,18 @@ export async function run(app: App, restore?: { target?: Target; sel?: Selection
     app.graphCache.clear();
     const T = tr.tokens.length;
     const t = restore?.target;
-    const target: Target = t === "all" ? "all" : t !== undefined && t >= -T && t < T ? (t + T) % T : T - 1;
+    const target: Target = t === "all" ? "all" : t !== undefined && t >= -T && t < T ? (t + T) % T : firstTarget(tr);
     if (tr.facts) app.models.renderFacts(tr.facts);
     const now = app.models.status;
     if (now?.state !== "ready" && tr.model === model) {
       app.models.setStatus({ model: tr.model, state: "ready", stage: "ready", elapsed: now?.elapsed ?? 0, facts: tr.facts ?? null });
     }
     // one store change: the URL gets the prompt, the target and the selection at once
-    setView({ shown: "trace", prompt, target, sel: restore?.sel ?? null });
+    setView({ shown: "trace", prompt, target, sel: restore?.sel ?? null, ...genView(ask), compare: "" });
     app.preds.render(tr, null);
+    app.stepper.render(tr.generation);
     await loadGraph(app);
+    await afterRun(app, seq);
   } catch (err) {
     if (seq !== app.runSeq) return;
     app.overlay.set(app.trace ? null : "Nothing to show: the run failed (see the message above).");

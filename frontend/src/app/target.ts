@@ -5,8 +5,10 @@ import { $view, setView, type Target } from "../state";
 import { clamp } from "../ui/dom";
 import type { App } from "./app";
 import { loadGraph, renderRouteLine } from "./route";
+import { exitCompare } from "../compare/flow";
 
 export function setTarget(app: App, target: Target): void {
+  if (app.cmp) return exitCompare(app, target); // a comparison: back to prompt A's route to it
   if (!app.trace || app.file) return;
   const T = app.trace.tokens.length;
   const t: Target = target === "all" ? "all" : clamp(target, 0, T - 1);

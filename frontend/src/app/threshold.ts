@@ -10,6 +10,7 @@ import { clamp } from "../ui/dom";
 import type { App } from "./app";
 import { queueRelayout } from "./relayout";
 import { canRefine, startRefine } from "./route";
+import { compareThreshold } from "../compare/flow";
 
 export const limits = { fetchMin: 0.01 };
 
@@ -40,6 +41,7 @@ export function applyThreshold(app: App, tau: number, dragging = false): void {
   const kept = $view.get().threshold === tau;
   $view.setKey("threshold", tau); // the controls follow the store
   if (kept) app.thresholdCtl.show(tau); // a typed value out of range: the box shows the clamped one
+  if (app.cmp) compareThreshold(app, tau); // a comparison is redone at the new threshold
   const p = app.prepared;
   if (!p) return;
   const t0 = performance.now();

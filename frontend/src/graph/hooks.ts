@@ -13,6 +13,7 @@ import { keepUntilOf, type Pruned } from "./prune";
 import { nodeXY } from "./layout";
 import type { Scene } from "./scene";
 import { NODE_LOOK, lookId } from "./style";
+import { deltaOf } from "./diff";
 
 const ATTACH_NOW = 1000; // hooks a threshold change may create and attach before its frame
 const BG_SLICE_MS = 15; // idle-time hook work per step
@@ -228,6 +229,7 @@ export class Hooks {
     // the visible stroke is painted on the canvas; this transparent wide stroke is only the
     // hit target and test hook (the SVG export builds real strokes); data-testid is set while
     // the edge is drawn
+    if (deltaOf(e) !== null) hp.setAttribute("data-delta", String(deltaOf(e))); // a comparison's edge (diff.ts)
     this.setHitGeom(hp, i);
     this.elIndex.set(hp, i);
     this.edgeEl[i] = hp;

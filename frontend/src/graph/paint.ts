@@ -10,6 +10,7 @@ import { nodeXY } from "./layout";
 import { LayerCache } from "./layercache";
 import type { Scene } from "./scene";
 import { COLORS, NODE_LOOK, NODE_LOOKS, edgeStyle, lookId } from "./style";
+import { DIFF_CLASS_COLOR, diffClass } from "./diff";
 
 const HAIRLINE = 1.5; // device pixels
 const SMALL_NODE = 10; // device pixels across
@@ -36,6 +37,8 @@ export class Painter {
   private cgVersion = -1;
   private eg = new Float64Array(0); // 8 per edge: x1 y1 c1x c1y c2x c2y x2 y2
   eBucket = new Uint8Array(0);
+  /** Per edge: its colour class (diff.ts diffClass; 0: by kind). */
+  eClass = new Uint8Array(0);
   private ng = new Float64Array(0); // 2 per node: x y
   nLook = new Uint8Array(0);
 
@@ -101,6 +104,7 @@ export class Painter {
     }
     this.eg = eg;
     this.eBucket = eb;
+    this.eClass = Uint8Array.from(p.edges, diffClass);
     this.ng = ng;
     this.nLook = look;
     this.cgVersion = this.s.geomVersion;
@@ -170,7 +174,7 @@ export class Painter {
       const e = p.edges[i];
       const st = edgeStyle(e.kind, e.weight);
       ctx.globalAlpha = 1;
-      ctx.strokeStyle = COLORS[e.kind];
+      ctx.strokeStyle = this.edgeColor(i);
       ctx.lineWidth = st.width / k;
       ctx.beginPath();
       this.traceEdge(ctx, i);
@@ -190,6 +194,12 @@ export class Painter {
     ctx.setLineDash([]);
   }
 
+  /** An edge's colour: its kind's, or a comparison's by the sign of its delta. */
+  edgeColor(i: number): string {
+    const c = this.eClass[i];
+    return c ? DIFF_CLASS_COLOR[c] : COLORS[this.s.p!.edges[i].kind];
+  }
+
   private traceEdge(ctx: Ctx2D, i: number): void {
     const eg = this.eg;
     const o = 8 * i;
@@ -207,14 +217,15 @@ export class Painter {
     const band = this.cache.eBand;
     const nb = 3 * NB;
     const buckets: number[][] = [];
-    for (const i of list) (buckets[(band[i] + 1) * nb + eb[i]] ??= []).push(i);
+    const cls = this.eClass; // a comparison's colour classes split the buckets (4 per bucket)
+    for (const i of list) (buckets[((band[i] + 1) * nb + eb[i]) * 4 + cls[i]] ??= []).push(i);
     const kinds: EdgeKind[] = ["resid", "ffn", "attn"];
     const c = ctx as CanvasRenderingContext2D;
     c.lineJoin = "round";
     for (let key = 0; key < buckets.length; key++) {
       const bl = buckets[key];
       if (!bl) continue;
-      const kind = kinds[Math.floor((key % nb) / NB)];
+      const kind = kinds[Math.floor(((key >> 2) % nb) / NB)];
       // style of the bucket's mean weight (non-scaling widths: screen pixels)
       let sw = 0;
       for (const i of bl) sw += p.edges[i].weight;
@@ -226,7 +237,7 @@ export class Painter {
       // and 1.5 px keep their ink in the opacity.
       const dev = st.width * dpr;
       const hair = dev < HAIRLINE;
-      c.strokeStyle = COLORS[kind];
+      c.strokeStyle = key & 3 ? DIFF_CLASS_COLOR[key & 3] : COLORS[kind];
       c.globalAlpha = Math.min(1, (alpha >= 0 ? alpha : st.opacity) * (hair ? Math.max(1, dev) : 1));
       c.lineWidth = hair ? 1 / (dpr * k) : st.width / k;
       c.lineCap = hair ? "butt" : "round";

@@ -11,6 +11,7 @@ import { MARGIN, edgePath, levelOf, levelY } from "./layout";
 import { MONO, POS_SIZE, SANS, SMALL_SIZE, TOK_SIZE, UPRIGHT_POS, fitText, planLayerLabels, planTokenLabels, textWidth, type ColumnSpot } from "./labels";
 import type { Scene } from "./scene";
 import { COLORS, NODE_LOOK, edgeStyle, lookId } from "./style";
+import { DIFF_CLASS_COLOR, DIFF_LEGEND, deltaOf, diffClass, isDiff } from "./diff";
 import { nodeXY } from "./layout";
 
 const PAD = 12;
@@ -77,6 +78,9 @@ export function exportSvg(s: Scene, bands: SVGGElement, marks: SVGGElement, titl
     ["embedding", (x, yc) => svg("rect", { x: x + 4, y: yc - 4, width: 8, height: 8, rx: 2, fill: COLORS.embed })],
     ["target", (x, yc) => svg("path", { d: `M${x + 3},${yc - 4}L${x + 13},${yc - 4}L${x + 8},${yc + 3}Z`, fill: COLORS.target })],
   ];
+  // a comparison: its colours instead of the edge kinds' (as export/drawing.py)
+  const diff = isDiff(p.graph);
+  if (diff) items.splice(0, 3, ...DIFF_LEGEND.map(([label, c]): Item => [label, (x, yc) => svg("line", { x1: x, y1: yc, x2: x + 16, y2: yc, stroke: c, "stroke-width": 3 })]));
   let x = PAD;
   y += LEGEND_LINE;
   for (const [label, mark] of items) {
@@ -106,16 +110,18 @@ export function exportSvg(s: Scene, bands: SVGGElement, marks: SVGGElement, titl
       const e = p.edges[i];
       if (e.kind !== kind) continue;
       const st = edgeStyle(e.kind, e.weight);
+      const delta = deltaOf(e);
       eg.append(
         svg("path", {
           d: edgePath(L, p, e).vis,
           "stroke-width": st.width.toFixed(2),
           "stroke-opacity": st.opacity.toFixed(3),
           fill: "none",
-          stroke: COLORS[kind],
+          stroke: diff && delta !== null ? DIFF_CLASS_COLOR[diffClass(e)] : COLORS[kind],
           "stroke-linecap": "round",
           "data-weight": String(e.weight),
           "data-kind": e.kind,
+          ...(delta !== null ? { "data-delta": String(delta), "data-source": e.source, "data-target": e.target } : {}),
         }),
       );
     }

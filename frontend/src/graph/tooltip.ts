@@ -6,6 +6,7 @@ import { nodePlace, edgePlace } from "../layers";
 import { bytesNote, clamp, h, num, pct, tokenText, truncate } from "../ui/dom";
 import type { Scene } from "./scene";
 import { EDGE_NAME, KIND_NAME } from "./style";
+import { type DiffEdge, deltaOf } from "./diff";
 
 export class Tooltip {
   readonly el: HTMLDivElement = h("div", { class: "tooltip", role: "tooltip" });
@@ -67,6 +68,7 @@ export class Tooltip {
       h("div", { class: "tt-title" }, h("span", { class: `kind-dot k-${e.kind}` }), `${EDGE_NAME[e.kind]} edge · ${edgePlace(s, t)}`),
       h("div", null, this.tokLabel(s.pos), " → ", this.tokLabel(t.pos)),
       h("div", null, "weight ", h("b", null, num(e.weight, 4))),
+      deltaOf(e) !== null ? this.diffRows(e) : null,
       heads.length
         ? h(
             "div",
@@ -80,6 +82,17 @@ export class Tooltip {
         : null,
       h("div", { class: "tt-dim" }, `id ${e.source} → ${e.target}`),
       e.kind === "attn" ? h("div", { class: "tt-hint" }, "click: heads") : null,
+    );
+  }
+
+  /** A comparison's edge: its weight in each route and the change (B minus A). */
+  private diffRows(e: DiffEdge): HTMLElement {
+    const d = e.delta ?? 0;
+    return h(
+      "div",
+      { class: "tt-diff", "data-testid": "tt-diff" },
+      h("div", null, "weight in A ", h("b", null, num(e.weight_a ?? 0, 4)), " · in B ", h("b", null, num(e.weight_b ?? 0, 4))),
+      h("div", null, "change B − A ", h("b", null, `${d > 0 ? "+" : ""}${num(d, 4)}`)),
     );
   }
 

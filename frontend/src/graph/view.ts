@@ -25,6 +25,7 @@ import { Painter } from "./paint";
 import type { Prepared, Pruned } from "./prune";
 import { Scene } from "./scene";
 import { COLORS } from "./style";
+import { tailRects } from "./diff";
 import { exportSvg } from "./svgexport";
 import { Tooltip } from "./tooltip";
 
@@ -54,6 +55,8 @@ export class GraphView {
   /** Hover is frozen (Shift held by the app, or set from outside). */
   frozen = false;
   lastDomMs = 0;
+  /** The token axis from this column on is marked (e.g. generated tokens); -1: none. Read by the next setGraph. */
+  tail = -1;
 
   constructor(
     parent: HTMLElement,
@@ -203,6 +206,8 @@ export class GraphView {
       const x = L.colX[i] - L.colW[i] / 2;
       frag.append(svg("rect", { x: x + 2, y: levelY(L, L.nLevels - 1) - L.rowH / 2, width: L.colW[i] - 4, height: (L.nLevels - 1) * L.rowH + L.rowH, fill: "#EEF0F3", opacity: 0.6 }));
     }
+    frag.append(...tailRects(L, this.tail));
+    this.svg.setAttribute("data-tail-from", String(this.tail));
     this.gBands.replaceChildren(frag);
     this.painter.queue();
   }

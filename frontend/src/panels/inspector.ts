@@ -13,6 +13,7 @@ import { headPanel } from "./head";
 import { neuronPanel } from "./neuron";
 import { offlineCtx, offlinePanel } from "./offline";
 import { connections, tokenPanel } from "./token";
+import { comparePanel } from "../compare/flow";
 
 export class Inspector {
   /** The side panel's body (the panel shown). */
@@ -55,6 +56,8 @@ export class Inspector {
   /** Show the panel of the selection (or the hint). */
   render(): void {
     if (this.app.file) return this.renderFile();
+    const cmp = comparePanel(this.app); // a comparison: what changed, whatever is selected
+    if (cmp) return this.show(cmp);
     const ctx = this.ctx();
     const sel = $view.get().sel;
     if (!ctx || !sel) return this.show(this.hint());
