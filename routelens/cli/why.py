@@ -13,12 +13,11 @@ from typing import Any
 from rich.table import Table
 
 from ..errors import InvalidArgumentError
+from ..routes.verify import CURVE_THRESHOLDS, MAX_TRIALS
+from ..trace.generation import MAX_NEW_TOKENS  # the library's bounds, said while the command line is read
 from . import args as a
 from .common import out_console
 
-MAX_NEW_TOKENS = 512  # trace/generation.py's bound, said while the command line is read
-MAX_TRIALS = 50  # routes/verify.py's bound
-CURVE_THRESHOLDS = (0.01, 0.02, 0.04, 0.08, 0.16)
 ATTRIBUTIONS = 10  # direct logit attributions printed, largest |value| first
 STEP_FIELD = "{step}"  # in --out with --generate: one graph per step
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 MAX_POSITIONS = 1024  # positions up to the target (the prefix each knockout runs)
 MAX_EDGES = 1 << 23  # layers x n (n + 1) / 2 edges: 32 MiB of weights, 64 MiB per random permutation
 MAX_TRIALS = 50  # random knockouts per report (one forward pass each)
+CURVE_THRESHOLDS = (0.01, 0.02, 0.04, 0.08, 0.16)  # the curve's default points
 MAX_THRESHOLDS = 16  # points of one curve (each a route graph and 1 + trials forward passes)
 ROW_BLOCK_ELEMENTS = 1 << 22  # pattern elements (heads x rows x T) read at once
 

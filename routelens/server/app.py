@@ -45,6 +45,7 @@ from .origins import HostPolicy, OriginMiddleware
 from .params import ContrastQuery, graph_target, json_bytes
 from .why import Endpoints, add_why_endpoints
 from .state import ModelRegistry, ModelSlot, TraceCache, TraceEntry, UnknownTraceError
+from ..trace.generation import MAX_NEW_TOKENS
 from ..trace.estimate import Estimate, PeakMemory, estimate, is_calibrated
 from .work import MemoryBudgetError, OutOfMemoryError, QueueFullError, WorkQueue, compute, device_key
 
@@ -110,7 +111,7 @@ class TraceRequest(BaseModel):
     chat: bool = False
     norm: Literal["l1", "l2"] = "l1"
     # generate this many tokens after the prompt and trace prompt and continuation (trace/generation.py)
-    generate: int | None = Field(None, ge=1, le=512)
+    generate: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     sample: bool = False
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     temperature: float = Field(1.0, gt=0, le=10)

@@ -15,12 +15,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ForbiddenError, InvalidArgumentError, TooLargeError
+from ..routes.verify import CURVE_THRESHOLDS
 from .config import ServerConfig
 from .params import ContrastQuery, graph_target, json_bytes
 from .state import TraceCache
 
 MAX_CURVE_POINTS = 8
-CURVE_THRESHOLDS = (0.01, 0.02, 0.04, 0.08, 0.16)
 
 
 class CompareRequest(BaseModel):

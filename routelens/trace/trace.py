@@ -19,6 +19,7 @@ from ..routes.nodes import attention_node_importances, ffn_node_importances, neu
 from .capture import Capture
 from .contrastive import ContrastMixin
 from .rows import AttentionRow, FfnRow
+from ..routes.verify import CURVE_THRESHOLDS
 from .finite import non_finite_message
 from .decompose import attention_parts, check_capture, head_writes_at, neuron_parts
 
@@ -505,7 +506,7 @@ class Trace(ContrastMixin):
         graph = self.graph(target=target, threshold=threshold, token=token, foil=foil)
         return verify_route(self, graph, token=token, renormalise=renormalise, trials=trials, seed=seed)
 
-    def verify_curve(self, target: int = -1, thresholds: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16),
+    def verify_curve(self, target: int = -1, thresholds: tuple[float, ...] = CURVE_THRESHOLDS,
                      **kw: Any) -> list[Any]:
         """`verify` at each threshold (keywords as verify's): one VerifyReport per threshold."""
         from ..routes.verify import verify_curve
