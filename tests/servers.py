@@ -163,3 +163,15 @@ def page_api(page: Any, path: str, body: dict | None = None) -> Any:
     }""", [path, body])
     assert out["status"] == 200, f"{path}: HTTP {out['status']}: {out['text'][:500]}"
     return json.loads(out["text"])
+
+
+def drawn_edges(page: Any) -> set[tuple[str, str, str]]:
+    """The (source, target, kind) of every edge hook the page has drawn."""
+    edges = page.locator("[data-testid=graph-edge]").evaluate_all(
+        "els => els.map(e => [e.dataset.source, e.dataset.target, e.dataset.kind])")
+    return {tuple(e) for e in edges}
+
+
+def edges_of(graph: dict) -> set[tuple[str, str, str]]:
+    """The (source, target, kind) of every edge of an API graph."""
+    return {(e["source"], e["target"], e["kind"]) for e in graph["edges"]}

@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from servers import drawn_edges, edges_of
 from servers import page_api as api
 
 pytestmark = pytest.mark.slow
@@ -28,16 +29,6 @@ def settled(page, target: str) -> None:
         return d && !d.refining && d.fetches.some(f => String(f.target) === t && f.refine)
             && String(new URLSearchParams(location.search).get('target')) === t
             && document.querySelector('[data-testid=graph]').dataset.hooks === 'sync'; }""", arg=target)
-
-
-def drawn_edges(page) -> set[tuple[str, str, str]]:
-    edges = page.locator("[data-testid=graph-edge]").evaluate_all(
-        "els => els.map(e => [e.dataset.source, e.dataset.target, e.dataset.kind])")
-    return {tuple(e) for e in edges}
-
-
-def edges_of(graph: dict) -> set[tuple[str, str, str]]:
-    return {(e["source"], e["target"], e["kind"]) for e in graph["edges"]}
 
 
 def steps_shown(page) -> list[tuple[int, int, int]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from servers import drawn_edges, edges_of
 from servers import page_api as api
 
 pytestmark = pytest.mark.slow
@@ -38,16 +39,6 @@ def run_prompt(page, server: str, prompt: str) -> int:
     n = page.locator("[data-testid=prediction]").count()
     settled(page, n - 1, None)
     return n
-
-
-def drawn_edges(page) -> set[tuple[str, str, str]]:
-    edges = page.locator("[data-testid=graph-edge]").evaluate_all(
-        "els => els.map(e => [e.dataset.source, e.dataset.target, e.dataset.kind])")
-    return {tuple(e) for e in edges}
-
-
-def edges_of(graph: dict) -> set[tuple[str, str, str]]:
-    return {(e["source"], e["target"], e["kind"]) for e in graph["edges"]}
 
 
 def test_foil_picker_draws_the_contrastive_route_and_keeps_it_in_the_url(page, server):
