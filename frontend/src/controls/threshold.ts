@@ -100,5 +100,6 @@ export class ThresholdControl {
       o.drawPending ? h("span", { class: "pending" }, " · drawing when the slider rests…") : null,
       pr.edgeList.length > EDGE_WARN ? h("span", { class: "warn" }, ` · ${pr.edgeList.length.toLocaleString("en-US")} edges drawn: panning may be slow, raise the threshold`) : null,
     );
+    this.counts.title = this.counts.textContent ?? ""; // the line may be cut with an ellipsis (graph.css)
   }
 }
