@@ -250,3 +250,15 @@ def test_the_readme_asking_why_block_runs_as_written(smollm2, tmp_path):
     assert "beats random (" in outputs[2]
     assert "heads whose importance changed most" in outputs[3]
     assert "<html" in (tmp_path / "diff.html").read_text()[:2000].lower()
+
+
+def test_a_check_past_its_bound_is_refused_before_anything_is_traced(capsys, tiny_folder, monkeypatch):
+    """The knockout check's size is known from the token count: refused before the trace runs."""
+    from routelens.routes import verify
+
+    traced = []
+    monkeypatch.setattr(verify, "MAX_POSITIONS", 3)
+    monkeypatch.setattr(rl.Model, "trace", lambda *a, **k: traced.append(a) or pytest.fail("traced"))
+    code, out, err = run_main(capsys, "trace", str(tiny_folder), PROMPT, "--verify", "--no-store")
+    assert code != 0 and "pick an earlier target position or a shorter prompt" in err
+    assert traced == []  # refused before the model ran

@@ -195,3 +195,20 @@ def test_a_contrastive_graph_file_names_both_tokens(tmp_path):
     assert f"{names[0]!r} rather than {names[1]!r}" in svg.replace("&#x27;", "'").replace("&apos;", "'")
     back = rl.load_graph(g.save(tmp_path / "route.json"))
     assert back.target["foil_id"] == foil and back.target["definition"] == g.target["definition"]
+
+
+def test_counts_and_ids_of_other_integer_types():
+    """k must be a whole number of entries everywhere a list is asked for; a NumPy or torch
+    integer is a token id like a Python int."""
+    import numpy as np
+
+    _hf, _model, tr, _ref = bundle("llama")
+    token, foil = two_tokens(tr, T - 1)
+    for k in (-1, 0, 1.5, True):
+        for call in (lambda: tr.neuron_attribution(1, -1, foil=foil, k=k), lambda: tr.neurons(1, -1, k=k),
+                     lambda: tr.top_tokens("block", 1, -1, k=k), lambda: tr.predictions(k=k),
+                     lambda: tr.block_write_tokens(1, -1, "ffn", k=k)):
+            with pytest.raises(InvalidArgumentError, match="k must be a whole number"):
+                call()
+    assert tr.contrast(-1, None, np.int64(foil)).foil_id == foil == tr.contrast(-1, None, torch.tensor(foil)).foil_id
+    assert "rather than" in repr(tr.graph(-1, 0.04, foil=foil))

@@ -89,3 +89,13 @@ def test_every_steps_route_from_one_pass_equals_its_own_route():
         assert len(graph.edges) == len(weights)
         for e in graph.edges:  # batched rows round differently in the last bits, nothing more
             assert e["weight"] == pytest.approx(weights[(e["source"], e["target"], e["kind"])], abs=1e-6)
+
+
+def test_steps_and_options_of_the_wrong_type_are_refused():
+    model = tiny()
+    g = model.generate(PROMPT, 2, store=False)
+    for step in (1.0, "0", True):
+        with pytest.raises(InvalidArgumentError, match="out of range"):
+            g.graph(step)
+    with pytest.raises(InvalidArgumentError, match="applies to sampling only"):
+        model.generate(PROMPT, 2, temperature=0.5)

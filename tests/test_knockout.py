@@ -351,3 +351,18 @@ def test_a_contrastive_check_beats_random_by_the_logit_difference():
     assert plain.measure == "prob" and contrast.measure == "diff"
     assert plain.beats_random == (plain.route["prob"] > max(r["prob"] for r in plain.random))
     assert contrast.beats_random == (contrast.route["diff"] > max(r["diff"] for r in contrast.random))
+
+
+def test_a_negative_contrast_is_kept_by_staying_negative():
+    """When the model prefers the foil (full diff < 0), a route that flips the sign does not keep the
+    contrast: the verdict counts the difference in the full run's direction."""
+    from routelens.routes.verify import VerifyReport
+
+    def report(route_diff: float, random_diffs: list[float]) -> VerifyReport:
+        run = lambda d: {"prob": 0.1, "logit": 1.0, "diff": d}  # noqa: E731
+        return VerifyReport(pos=0, token="a", token_id=1, threshold=0.04, renormalise=False, seed=0, full=run(-2.0),
+                            route=run(route_diff), random=[run(d) for d in random_diffs], foil="b", foil_id=2)
+
+    assert not report(6.3, [-1.0, 0.5]).beats_random  # flipped to the token: the contrast is lost
+    assert report(-1.5, [-1.0, 0.5]).beats_random  # stays the most negative: kept
+    assert not report(-0.5, [-1.0, 0.5]).beats_random

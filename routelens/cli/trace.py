@@ -50,6 +50,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         return _dry_run(model, args)
     norm = 1 if args.norm == "l1" else 2
     token, foil = why.token_of(args), why.foil_of(args)
+    if args.verify or args.curve:  # the check's bound, by the token count alone: before anything runs
+        from ..routes.verify import check_size
+
+        n_ids = len(model.tokenize(args.prompt, chat=args.chat)) + (args.generate or 0)
+        last = n_ids - 1 if args.target in (None, "all") else _int_arg(str(args.target), "--target") % n_ids
+        check_size(model.adapter.n_layers, last)
     steps = None
     if args.generate is not None:
         with step(f"generating {args.generate} tokens and tracing the text"):

@@ -91,6 +91,8 @@ class RouteGraph:
         """One line for a Python prompt (the dataclass's own repr would print every node and edge)."""
         pos = self.target.get("pos")
         where = "every position" if pos is None else f"position {pos} ({self.target.get('token')!r})"
+        if self.target.get("foil") is not None:
+            where += f" rather than {self.target['foil']!r}"
         counts = ", ".join(f"{self.edge_count(k)} {name}" for k, name in (("attn", "attention"), ("resid", "residual"),
                                                                          ("ffn", "FFN")))
         return (f"<routelens.RouteGraph {self.model.get('name', '?')!r}, route from {where} at threshold "

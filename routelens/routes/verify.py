@@ -82,9 +82,12 @@ class VerifyReport:
 
     @property
     def beats_random(self) -> bool:
-        """The route keeps more of `measure` than every random knockout of the same weight."""
+        """The route keeps more of `measure` than every random knockout of the same weight. A
+        logit difference counts in the full run's direction: when the model prefers the foil
+        (full diff < 0), keeping the contrast means staying as negative."""
         key = self.measure
-        return bool(self.random) and self.route[key] > max(r[key] for r in self.random)
+        sign = -1.0 if key == "diff" and self.full[key] < 0 else 1.0
+        return bool(self.random) and sign * self.route[key] > max(sign * r[key] for r in self.random)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,7 +117,15 @@ class VerifyReport:
                 f"{' (renormalised rows)' if self.renormalise else ''}: full p={self.full['prob']:.4f}, "
                 f"route p={self.route['prob']:.4f} ({self.shares['prob']:.1%}) removing "
                 f"{self.route['removed_weight']:.2f} of {self.total_weight:.2f} attention weight; random "
-                f"mean p={mean['prob']:.4f}, max {best:.4f}; {'beats' if self.beats_random else 'does not beat'} random")
+                f"mean p={mean['prob']:.4f}, max {best:.4f}; {self._diff_words()}"
+                f"{'beats' if self.beats_random else 'does not beat'} random ({self.measure})")
+
+    def _diff_words(self) -> str:
+        if self.foil_id is None:
+            return ""
+        best = max((r["diff"] for r in self.random), default=math.nan)
+        return (f"logit difference to {self.foil!r}: full {self.full['diff']:.3f}, route {self.route['diff']:.3f}, "
+                f"random mean {self.random_mean['diff']:.3f}, max {best:.3f}; ")
 
 
 @dataclass
@@ -211,25 +222,31 @@ def _check_options(renormalise: Any, trials: Any, seed: Any) -> None:
         raise InvalidArgumentError(f"seed must be an integer, not {seed!r}")
 
 
+def check_size(n_layers: int, pos: int) -> None:
+    """Raise TooLargeError when a check at position `pos` of a model of `n_layers` layers is past
+    MAX_POSITIONS / MAX_EDGES: callable before anything is traced (the CLI does)."""
+    n = pos + 1
+    edges = n_layers * n * (n + 1) // 2
+    if n > MAX_POSITIONS or edges > MAX_EDGES:
+        most = max(p for p in range(1, MAX_POSITIONS + 1) if n_layers * p * (p + 1) // 2 <= MAX_EDGES)
+        raise TooLargeError(
+            f"checking a route at position {pos} weighs {edges} attention edges over {n} positions; the bound is "
+            f"{MAX_POSITIONS} positions and {MAX_EDGES} edges (for this model: positions up to {most - 1}); "
+            "pick an earlier target position or a shorter prompt")
+
+
 def _setup(trace: Trace, pos: int, token: int | str | None, foil: int | str | None = None) -> _Setup:
     if not trace.adapter.uses_routelens_attention:
         raise UnsupportedArchitectureError(
             "checking a route by knockout edits attention weights inside routelens's own attention, and this "
             "backend (TransformerLens) computes attention itself; load the model with rl.load or rl.wrap of the "
             "transformers model to check routes")
-    n = pos + 1
-    edges = trace.n_layers * n * (n + 1) // 2
-    if n > MAX_POSITIONS or edges > MAX_EDGES:
-        most = max(p for p in range(1, MAX_POSITIONS + 1) if trace.n_layers * p * (p + 1) // 2 <= MAX_EDGES)
-        raise TooLargeError(
-            f"checking a route at position {pos} weighs {edges} attention edges over {n} positions; the bound is "
-            f"{MAX_POSITIONS} positions and {MAX_EDGES} edges (for this model: positions up to {most - 1}); "
-            "pick an earlier target position or a shorter prompt")
+    check_size(trace.n_layers, pos)
     full = knockout_logits(trace.adapter, trace.capture.token_ids, Knockout.removing({}), pos)
     token_id = int(full.argmax()) if token is None else trace.token_id(token, pos=pos)
     foil_id = None if foil is None else trace.token_id(foil, pos=pos, role="foil")
     names = trace.model.token_strings([token_id] + ([foil_id] if foil_id is not None else []))
-    return _Setup(pos, edge_table(trace, n), full, token_id, names[0], foil_id,
+    return _Setup(pos, edge_table(trace, pos + 1), full, token_id, names[0], foil_id,
                   names[1] if foil_id is not None else None)
 
 

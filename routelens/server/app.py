@@ -111,7 +111,7 @@ class TraceRequest(BaseModel):
     chat: bool = False
     norm: Literal["l1", "l2"] = "l1"
     # generate this many tokens after the prompt and trace prompt and continuation (trace/generation.py)
-    generate: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    generate: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, strict=True)  # not `true`
     sample: bool = False
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     temperature: float = Field(1.0, gt=0, le=10)
@@ -239,6 +239,9 @@ def create_app(config: ServerConfig, *, preload: bool = True,
                 f"the prompt has {len(body.prompt)} characters; this server accepts at most {config.max_user_string_length}"
             )
         norm = 1 if body.norm == "l1" else 2
+        if body.generate is None and (body.sample or body.seed is not None or body.temperature != 1.0):
+            raise InvalidArgumentError("sample, seed and temperature belong to a generation; give generate "
+                                       "(the number of tokens to generate) too, or leave them out")
         if body.generate is not None and body.generate > config.max_generate_tokens:
             raise ForbiddenError(f"this server generates at most {config.max_generate_tokens} tokens a request "
                                  "(max_generate_tokens): ask for fewer")

@@ -7,6 +7,7 @@ and shapes it as the rows route building reads.
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError
@@ -26,6 +27,8 @@ class ContrastMixin:
         model's predictions at `pos` first (what the predictions list shows), then tokenised; text
         that is not exactly one token raises InvalidArgumentError naming what it became."""
         vocab_size = self.adapter.vocab_size
+        if not isinstance(token, (bool, str)) and hasattr(token, "__index__"):
+            token = operator.index(token)  # a NumPy or torch integer is an id too
         if isinstance(token, bool) or not isinstance(token, (int, str)):
             raise InvalidArgumentError(f"the {role} must be a token id or a token's text, not {token!r}")
         if isinstance(token, int):
@@ -120,7 +123,7 @@ class ContrastMixin:
         (`act_k * w . W_out[:, k]`, post-norm scale applied), signed, with their activations and,
         on the contrast's chain, their contrastive importance in the FFN-output node."""
         d = self.contrast(pos, token, foil)
-        layer = self.check_layer(layer)
+        layer, k = self.check_layer(layer), self.check_k(k)
         cap = self.capture.layers[layer]
         parts = neuron_parts(self.adapter, cap, layer, d.pos)
         w = d.w.to(parts.columns.device)

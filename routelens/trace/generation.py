@@ -54,8 +54,8 @@ class Generation:
     def graph(self, step: int = -1, threshold: float = 0.04, *, foil: int | str | None = None,
               max_edges: int | None = None) -> RouteGraph:
         """The route of generation step `step` (its target token is the token generated there)."""
-        s = self.steps[step % len(self.steps)] if self.steps else None
-        pos = self.position(step)
+        pos = self.position(step)  # checks the step first
+        s = self.steps[step % len(self.steps)]
         return self.trace.graph(pos, threshold, token=s["token_id"], foil=foil, max_edges=max_edges)
 
     def graphs(self, threshold: float = 0.04, *, max_edges: int | None = None) -> list[RouteGraph]:
@@ -73,7 +73,8 @@ class Generation:
 
 
 def check_options(n: Any, sample: Any, seed: Any, temperature: Any) -> None:
-    """Raise InvalidArgumentError, saying what to give, for options generate cannot use."""
+    """Raise InvalidArgumentError, saying what to give, for options generate cannot use
+    (a temperature other than 1 without sampling too: greedy decoding has none)."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS:
         raise InvalidArgumentError(f"the number of tokens to generate must be 1..{MAX_NEW_TOKENS}, not {n!r}")
     if not isinstance(sample, bool):
@@ -82,6 +83,9 @@ def check_options(n: Any, sample: Any, seed: Any, temperature: Any) -> None:
         raise InvalidArgumentError(f"seed must be a whole number 0 or more, not {seed!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < float(temperature) <= 10:
         raise InvalidArgumentError(f"temperature must be a number above 0 and at most 10, not {temperature!r}")
+    if not sample and float(temperature) != 1.0:
+        raise InvalidArgumentError(f"temperature {temperature!r} applies to sampling only; add sample=True, or leave "
+                                   "the temperature at 1 for greedy decoding")
 
 
 @torch.no_grad()

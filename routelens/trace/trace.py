@@ -151,6 +151,14 @@ class Trace(ContrastMixin):
             raise InvalidArgumentError(f"position {pos!r} is out of range for a prompt of {n} tokens (use 0..{n - 1} or -1)")
         return pos % n
 
+    @staticmethod
+    def check_k(k: int) -> int:
+        """How many entries a list asks for: a whole number, at least 1 (more than there are gives
+        them all), or InvalidArgumentError."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidArgumentError(f"k must be a whole number of entries, 1 or more, not {k!r}")
+        return k
+
     def check_layer(self, layer: int) -> int:
         if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
             raise InvalidArgumentError(f"layer {layer!r} is out of range: the model has layers 0..{self.n_layers - 1}")
@@ -306,6 +314,7 @@ class Trace(ContrastMixin):
 
     def top_predictions(self, pos: int = -1, k: int = 5) -> list[tuple[str, float]]:
         """The model's own next-token prediction at `pos`: [(token, probability), ...]."""
+        k = self.check_k(k)
         probs = self._lens("block", self.n_layers - 1, pos, True).softmax(-1)
         ids, values = vocab.top_k(probs, k)
         return list(zip(self.model.token_strings(ids), values))
@@ -313,6 +322,7 @@ class Trace(ContrastMixin):
     def predictions(self, k: int = 5, chunk: int | None = None) -> list[list[dict]]:
         """The model's top-k next-token predictions at every position: one batched projection of
         the last residual stream, in blocks of `chunk` positions (default: ~32M logits a block)."""
+        k = self.check_k(k)
         if chunk is None:
             chunk = max(16, (1 << 25) // max(1, self.adapter.vocab_size))
         if k not in self._predictions:
@@ -339,6 +349,7 @@ class Trace(ContrastMixin):
 
     def top_tokens(self, kind: str, layer: int, pos: int, k: int = 10, *, apply_norm: bool = True) -> list[dict]:
         """Logit lens of a node: top tokens with probability and rank change vs the node below."""
+        k = self.check_k(k)
         logits = self._lens(kind, layer, pos, apply_norm)
         probs = logits.softmax(-1)
         ids, _ = vocab.top_k(probs, k)
@@ -376,6 +387,7 @@ class Trace(ContrastMixin):
 
     def _effect_tokens(self, node: torch.Tensor, write: torch.Tensor, k: int, layer: int = 0,
                        pos: int = -1) -> dict[str, list[dict]]:
+        k = self.check_k(k)
         effect = vocab.direct_effect(self.adapter, node, write)
         if not bool(torch.isfinite(effect).all()):
             raise self._not_finite(layer, self.position(pos), "direct effect of the write on the logits", effect)
@@ -424,7 +436,7 @@ class Trace(ContrastMixin):
 
     def neurons(self, layer: int, pos: int, k: int = 20) -> list[dict]:
         """Top FFN neurons at a position by importance, with their signed activations."""
-        layer, pos = self.check_layer(layer), self.position(pos)
+        layer, pos, k = self.check_layer(layer), self.position(pos), self.check_k(k)
         cap = self.capture.layers[layer]
         parts = neuron_parts(self.adapter, cap, layer, pos)
         node = self.resid(layer + 1)[pos].float()
