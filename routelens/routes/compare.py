@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError
 from ..models.tokens import rebuild_text
-from ..trace.decompose import neuron_parts
 from .graph import RouteGraph
-from .nodes import neuron_importances
 
 if TYPE_CHECKING:
     from ..trace.trace import Trace
@@ -158,15 +156,8 @@ def neuron_values(trace: Trace, layer: int, pos: int) -> dict[str, tuple[float, 
     """label -> (importance, signed activation) of every FFN neuron in the block-output node
     `x[layer+1, pos]`, computed as Trace.neurons does (routes-math.md section 3, neurons). For a
     mixture of experts, only the routed experts' neurons are there (the others wrote nothing)."""
-    cap = trace.capture.layers[layer]
-    parts = neuron_parts(trace.adapter, cap, layer, pos)
-    node = trace.resid(layer + 1)[pos].float()
-    rest = node - cap.ffn_write[pos].float()
-    bias = None
-    if parts.bias is not None:
-        bias = parts.bias * parts.scale if parts.scale is not None else parts.bias
-    c, _, _ = neuron_importances(node, rest, parts.parts(), bias, trace.norm)
-    return {label: (imp, act) for label, imp, act in zip(parts.labels, c.tolist(), parts.coef.tolist())}
+    labels, c, coef = trace.neuron_shares(layer, pos)
+    return {label: (imp, act) for label, imp, act in zip(labels, c.tolist(), coef.tolist())}
 
 
 def _largest(rows: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:

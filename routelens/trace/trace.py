@@ -434,23 +434,28 @@ class Trace(ContrastMixin):
         node = self.resid(layer + 1)[pos] if self.is_parallel(layer) else self.mid(layer)[pos]
         return self._effect_tokens(node.float(), write, k, layer, pos)
 
-    def neurons(self, layer: int, pos: int, k: int = 20) -> list[dict]:
-        """Top FFN neurons at a position by importance, with their signed activations."""
-        layer, pos, k = self.check_layer(layer), self.position(pos), self.check_k(k)
+    def neuron_shares(self, layer: int, pos: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """Every FFN neuron's importance in the block-output node `x[layer+1, pos]` (routes-math.md
+        section 3, neurons): (labels, importances [N], signed activations [N]). For a mixture of
+        experts, only the routed experts' neurons (the others wrote nothing)."""
+        layer, pos = self.check_layer(layer), self.position(pos)
         cap = self.capture.layers[layer]
         parts = neuron_parts(self.adapter, cap, layer, pos)
         node = self.resid(layer + 1)[pos].float()
-        writes = parts.parts()
         rest = node - cap.ffn_write[pos].float()
         bias = None
         if parts.bias is not None:
             bias = parts.bias * parts.scale if parts.scale is not None else parts.bias
-        c, _, _ = neuron_importances(node, rest, writes, bias, self.norm)
+        c, _, _ = neuron_importances(node, rest, parts.parts(), bias, self.norm)
+        return list(parts.labels), c, parts.coef
+
+    def neurons(self, layer: int, pos: int, k: int = 20) -> list[dict]:
+        """Top FFN neurons at a position by importance, with their signed activations."""
+        k = self.check_k(k)
+        labels, c, coef = self.neuron_shares(layer, pos)
         order = c.argsort(descending=True)[:k].tolist()
-        return [
-            {"neuron": parts.labels[n], "index": n, "importance": float(c[n]), "activation": float(parts.coef[n])}
-            for n in order
-        ]
+        return [{"neuron": labels[n], "index": n, "importance": float(c[n]), "activation": float(coef[n])}
+                for n in order]
 
     def neuron_write_tokens(self, layer: int, pos: int, neuron: int, k: int = 10) -> dict[str, list[dict]]:
         """Promoted / suppressed tokens of one neuron's signed write `act_k * W_out[:, k]`."""
