@@ -12,7 +12,7 @@ imports form no circle (tests/test_layers.py reads every import and checks both)
   6. the traced prompt: trace.trace, trace.contrastive, trace.generation
   7. persistent traces: store, store.*
   8. loaded models: models.model, models.loading
-  9. what users call: routelens, __main__, cli, cli.*, server, server.*
+  9. what users call: routelens, __main__, analysis, analysis.*, cli, cli.*, server, server.*
 """
 
 from __future__ import annotations
