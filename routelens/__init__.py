@@ -34,6 +34,7 @@ from .errors import (
 )
 from .routes.compare import Comparison, compare_routes as compare
 from .routes.graph import load_graph
+from .analysis.report import Analysis, load_analysis
 from .models.loading import load, wrap
 from .models.model import Model
 from .store import TraceStore
@@ -60,5 +61,7 @@ __all__ = [
     "compare",
     "load",
     "load_graph",
+    "load_analysis",
+    "Analysis",
     "wrap",
 ]

@@ -1,7 +1,7 @@
-"""The command line: `routelens trace | diff | check | models | cache | serve`.
+"""The command line: `routelens trace | diff | analyze | check | models | cache | serve`.
 
 One module per command (trace.py and why.py: `trace` and its why-options; diff.py, check.py,
-models.py: `models` and `cache`; serve.py); args.py holds the argument types and shared options,
+models.py: `models` and `cache`; analyze.py; serve.py); args.py holds the argument types and shared options,
 common.py the consoles, progress lines and model loading. docs/cli.md describes the commands."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 
 from ..errors import RoutelensError
-from . import check, diff, models, serve, trace
+from . import analyze, check, diff, models, serve, trace
+from .analyze import cmd_analyze
 from .args import MAX_TOP, Parser
 from .check import CHECK_PROMPTS, cmd_check
 from .diff import cmd_diff
@@ -18,10 +19,10 @@ from .models import cmd_cache, cmd_models
 from .serve import cmd_serve
 from .trace import cmd_trace
 
-__all__ = ["CHECK_PROMPTS", "COMMANDS", "MAX_TOP", "Parser", "build_parser", "cmd_cache", "cmd_check", "cmd_diff", "cmd_models",
+__all__ = ["CHECK_PROMPTS", "COMMANDS", "MAX_TOP", "Parser", "build_parser", "cmd_analyze", "cmd_cache", "cmd_check", "cmd_diff", "cmd_models",
            "cmd_serve", "cmd_trace", "err_console", "main", "out_console", "step"]
 
-COMMANDS = {"trace": cmd_trace, "diff": cmd_diff, "check": cmd_check, "models": cmd_models, "cache": cmd_cache, "serve": cmd_serve}
+COMMANDS = {"trace": cmd_trace, "diff": cmd_diff, "analyze": cmd_analyze, "check": cmd_check, "models": cmd_models, "cache": cmd_cache, "serve": cmd_serve}
 
 
 def build_parser() -> Parser:
@@ -29,6 +30,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True)
     trace.add_parser(sub)
     diff.add_parser(sub)
+    analyze.add_parser(sub)
     check.add_parser(sub)
     models.add_parsers(sub)
     serve.add_parser(sub)
