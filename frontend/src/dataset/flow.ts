@@ -2,15 +2,14 @@
 // analyses, GET /api/analyses), opening and closing the view ($view.dataset, the URL's dataset=),
 // and a prompt of the view opened as a route: the analysis's model, the prompt as it was analysed
 // (no chat template, its norm, no generation), the target at the position whose route the
-// analysis counted, and the head's panel on that route when it carries an edge into the target.
+// analysis counted, and the head's panel on the route's edge that it carries most.
 
 import { ApiError, request } from "../api";
 import type { App } from "../app/app";
 import { run } from "../app/run";
 import { $view, setView } from "../state";
 import { h } from "../ui/dom";
-import { openHead } from "../why/dla";
-import { attnTargetId } from "../panels/context";
+import type { Selection } from "../types";
 import type { AnalysisResp, AnalysisSummary, HeadPrompt } from "./types";
 import { DatasetView } from "./view";
 
@@ -77,8 +76,27 @@ async function openPrompt(app: App, a: AnalysisResp, p: HeadPrompt, head: { laye
   const seq = app.runSeq + 1;
   await run(app, { target: p.pos, sel: null });
   if (app.runSeq !== seq || !app.trace || $view.get().target !== p.pos) return;
-  // the head's panel, on the route's edge into the target that it carries most
-  const into = attnTargetId(head.layer, p.pos, !!app.trace.parallel);
-  const carried = app.prepared?.graph.edges.some((e) => e.kind === "attn" && e.target === into && (e.heads?.[String(head.head)] ?? 0) > 0);
-  if (carried) openHead(app, head.layer, head.head, p.pos);
+  showHead(app, head.layer, head.head);
+}
+
+/** The head's panel on the drawn route's attention edge that this head carries most (the analysis
+ * counted a head's share of every attention edge of the route); nothing when it carries none. */
+function showHead(app: App, layer: number, head: number): void {
+  const into = (id: string) => id.startsWith(app.trace?.parallel ? `x:${layer + 1}:` : `a:${layer}:`);
+  let best: { source: string; target: string } | null = null;
+  let most = 0;
+  const p = app.prepared;
+  const shown = app.pruned ? app.pruned.edgeList.map((i) => p!.edges[i]) : (p?.graph.edges ?? []);
+  for (const e of shown) {
+    const w = e.kind === "attn" && into(e.target) ? (e.heads?.[String(head)] ?? 0) : 0;
+    if (w > most) {
+      most = w;
+      best = e;
+    }
+  }
+  if (!best) return;
+  const sel: Selection = { type: "edge", key: `attn|${best.source}|${best.target}` };
+  setView({ sel, head, neuron: null });
+  app.view.setSelection(sel);
+  app.inspector.render();
 }
