@@ -8,7 +8,8 @@ A model's value, when given, is a local path (folder or .gguf) that is really lo
 the name users see. Unknown keys are ignored so configurations of the original tool load as is.
 
 Safe by default (docs/api.md, "Security model"): only the configured models load (custom names
-need `allow_custom_models`), no file is read unless `dataset_dir` names a folder, only loopback
+need `allow_custom_models`), no file is read unless `dataset_dir` names a folder
+(or `analysis_dirs` / `serve --analysis` an analysis, with the dataset it was made from), only loopback
 names and the bound address may be the `Host` (more with `allowed_hosts`), and every per-request
 limit is on, the memory ones sized from this machine's memory.
 """
