@@ -1,6 +1,7 @@
 // The view's state: one nanostores map ($view) that the controls read and subscribe to, and its
 // mirror in the URL query string, so a reload or a shared link restores the view:
 //   ?model=NAME&prompt=TEXT&chat=1&norm=l2&target=5&threshold=0.04&sel=node:x:12:4&head=3&neuron=812&foil=2869
+//   &dataset=NAME (the dataset view of that analysis is open, dataset/)
 // target is a position or `all` (every position's route at once); sel is node:<node id> or
 // edge:<kind>|<source id>|<target id>.
 // Every change of $view writes the URL (a threshold change debounced: the slider writes it after
@@ -36,6 +37,8 @@ export interface ViewState {
   seed: number;
   /** The second prompt of the comparison shown ("" : none; compare/). */
   compare: string;
+  /** The dataset analysis whose view is open ("": the route view; dataset/). */
+  dataset: string;
 }
 
 export const $view = map<ViewState>({
@@ -54,6 +57,7 @@ export const $view = map<ViewState>({
   sample: false,
   seed: 0,
   compare: "",
+  dataset: "",
 });
 
 /** Set several keys with one notification (one URL write). */
@@ -76,6 +80,7 @@ export interface UrlState {
   sample?: boolean;
   seed?: number;
   compare?: string;
+  dataset?: string;
 }
 
 export function readUrl(): UrlState {
@@ -152,6 +157,7 @@ export function urlOf(v: ViewState): UrlState {
     sample: live ? v.sample : undefined,
     seed: live ? v.seed : undefined,
     compare: live ? v.compare : undefined,
+    dataset: v.dataset || undefined,
   };
 }
 
@@ -182,9 +188,12 @@ function readMoreUrl(q: URLSearchParams, s: UrlState): void {
   if (q.has("seed") && Number.isInteger(seed) && seed >= 0) s.seed = seed;
   const cmp = q.get("compare");
   if (cmp) s.compare = cmp;
+  const dataset = q.get("dataset");
+  if (dataset) s.dataset = dataset;
 }
 
 function writeMoreUrl(q: URLSearchParams, s: UrlState): void {
+  if (s.dataset) q.set("dataset", s.dataset);
   if (!s.prompt) return;
   if (s.gen) {
     q.set("gen", String(s.gen));

@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     token.add_argument("--token-file", default=None, type=Path, metavar="FILE",
                        help="read the access token from the first line of FILE (not visible in `ps`)")
     p.add_argument("--insecure", action="store_true", help="allow binding beyond 127.0.0.1 without an access token")
+    p.add_argument("--analysis", action="append", default=[], type=Path, metavar="DIR",
+                   help="a finished dataset analysis (routelens analyze --out DIR) for the web app's dataset view; "
+                        "repeat for more")
     a.add_store_option(p)
 
 
@@ -56,12 +59,25 @@ def _load_reporter(url: str, default_model: str):
     return report
 
 
+def add_analyses(config, folders: list[Path]) -> None:
+    """`--analysis DIR`: each must hold a finished analysis (said now, not at the first request)."""
+    from ..analysis.report import load_analysis
+    from ..errors import RoutelensError
+
+    if folders and config.demo_mode:
+        raise RoutelensError("a demo serves no dataset analyses: leave out --analysis, or turn demo_mode off")
+    for folder in folders:
+        load_analysis(folder)
+        config.analysis_dirs.append(folder.expanduser().resolve())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..server.access import check_bind, read_token_file, token_from
     from ..server.config import load_config
     from ..server.http import bind_port, serve
 
     config = load_config(args.config, args.model)
+    add_analyses(config, args.analysis)
     option = args.token if args.token else read_token_file(args.token_file) if args.token_file else None
     token = token_from(option or config.access_token)
     check_bind(args.host, token, args.insecure)  # before any model loads

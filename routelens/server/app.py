@@ -44,6 +44,7 @@ from .limits import BodyLimitMiddleware
 from .origins import HostPolicy, OriginMiddleware
 from .params import ContrastQuery, graph_target, json_bytes
 from .why import Endpoints, add_why_endpoints
+from .analysis import UnknownAnalysisError, add_analysis_endpoints
 from .state import ModelRegistry, ModelSlot, TraceCache, TraceEntry, UnknownTraceError
 from ..trace.generation import MAX_NEW_TOKENS
 from ..trace.estimate import Estimate, PeakMemory, estimate, is_calibrated
@@ -56,6 +57,7 @@ FIRST_ROUTE_BYTES = 512 * 2**20  # of the forward pass's layers a trace keeps fo
 ERROR_STATUS: list[tuple[type[RoutelensError], int, str]] = [
     (ForbiddenError, 403, "forbidden"),
     (UnknownTraceError, 404, "unknown_trace"),
+    (UnknownAnalysisError, 404, "unknown_analysis"),
     (UnknownModelError, 404, "unknown_model"),
     (ModelNotFoundError, 404, "model_not_found"),
     (UnsupportedArchitectureError, 422, "unsupported_architecture"),
@@ -535,6 +537,7 @@ def create_app(config: ServerConfig, *, preload: bool = True,
 
     add_why_endpoints(app, Endpoints(config=config, traces=traces, use=use, on_model=on_model,
                                      check_threshold=check_threshold, ready=ready))
+    add_analysis_endpoints(app, config)
 
     @app.get("/api/debug")
     def debug() -> dict[str, Any]:

@@ -8,7 +8,8 @@ A model's value, when given, is a local path (folder or .gguf) that is really lo
 the name users see. Unknown keys are ignored so configurations of the original tool load as is.
 
 Safe by default (docs/api.md, "Security model"): only the configured models load (custom names
-need `allow_custom_models`), no file is read unless `dataset_dir` names a folder, only loopback
+need `allow_custom_models`), no file is read unless `dataset_dir` names a folder
+(or `analysis_dirs` / `serve --analysis` an analysis, with the dataset it was made from), only loopback
 names and the bound address may be the `Host` (more with `allowed_hosts`), and every per-request
 limit is on, the memory ones sized from this machine's memory.
 """
@@ -133,6 +134,9 @@ class ServerConfig(BaseModel):
     trust_remote_code: list[str] = Field(default_factory=list)
     allow_pickle: list[str] = Field(default_factory=list)
     dataset_dir: Path | None = None
+    # finished dataset analyses (`routelens analyze --out DIR`) the web app's dataset view shows
+    # (server/analysis.py); `serve --analysis DIR` adds to them; none in demo mode
+    analysis_dirs: list[Path] = Field(default_factory=list)
     # who may talk to the server (origins.py): Host names beyond loopback and the bound address
     # (a tunnel's or reverse proxy's name; "*" for any), and origins of pages allowed to call the API
     allowed_hosts: list[str] = Field(default_factory=list)
@@ -203,6 +207,25 @@ class ServerConfig(BaseModel):
         if not found:
             raise InvalidArgumentError(f"no dataset file {name!r} in the dataset folder; check the name")
         return path
+
+    def analysis_folders(self) -> dict[str, Path]:
+        """The configured analysis folders by name (the folder's name; a repeated name gets -2, -3...),
+        relative paths read from the configuration's folder like dataset_dir. None in demo mode."""
+        if self.demo_mode:
+            return {}
+        out: dict[str, Path] = {}
+        for folder in self.analysis_dirs:
+            path = Path(folder).expanduser()
+            path = (path if path.is_absolute() else self.base_dir / path).resolve()
+            if path in out.values():
+                continue
+            base = path.name or "analysis"
+            name, n = base, 1
+            while name in out:
+                n += 1
+                name = f"{base}-{n}"
+            out[name] = path
+        return out
 
     def preloaded_path(self) -> Path | None:
         if not (self.preloaded_dataset_filename and self.allow_loading_dataset_files):

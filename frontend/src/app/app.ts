@@ -31,6 +31,7 @@ import type { Stepper } from "../gen/stepper";
 import { installGen } from "../gen/flow";
 import { installCompare } from "../compare/flow";
 import type { Comparison } from "../compare/flow";
+import { installDataset, openDataset } from "../dataset/flow";
 
 const OFFLINE_CONFIG: Config = {
   demo_mode: true,
@@ -128,7 +129,9 @@ export class App {
     buildPage(this);
     installGen(this);
     installCompare(this);
+    const datasets = installDataset(this);
     const u = readUrl();
+    if (u.dataset) datasets.then(() => openDataset(this, u.dataset)); // reading an analysis asks for no work
     setView({
       threshold: clamp(u.threshold ?? this.config.default_threshold ?? 0.04, limits.fetchMin, 1),
       chat: !!u.chat,
