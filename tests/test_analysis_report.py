@@ -108,10 +108,25 @@ def test_the_command_writes_the_report_and_resumes(tiny_folder, tmp_path, capsys
 
 @pytest.mark.slow
 def test_the_shipped_sample_on_smollm2_names_previous_token_heads_and_a_code_prose_difference(smollm2, tmp_path):
+    """README.md's "Routes over a dataset" block, run as written from a fresh folder, then checked."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text[text.index("\n## Routes over a dataset\n"):], re.S).group(1)
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert lines[0] == ". .venv/bin/activate" and len(lines) == 2
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    command = lines[1].split("#", 1)[0].strip()
+    r = subprocess.run(["bash", "-c", f". .venv/bin/activate && {command}"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=1500)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    assert "previous-token heads: L" in r.stdout and "36 prompts, 36 routes" in r.stdout
     model = rl.load("smollm2-135m-instruct")
-    analyze(Spec(model="smollm2-135m-instruct", dataset=str(SAMPLE), shard_size=12), tmp_path / "a", model=model,
-            progress=False)
-    a = rl.load_analysis(tmp_path / "a")
+    a = rl.load_analysis(tmp_path / "sample-analysis")
+    assert (tmp_path / "sample-analysis" / "heads.png").exists()
     heads = a.previous_token_heads()
     assert heads, "no previous-token head found"
     # the strongest one, checked against the model's own attention on the whole sample

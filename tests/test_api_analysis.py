@@ -112,18 +112,29 @@ def test_relative_folders_names_and_unreadable_ones(made, tiny_folder, tmp_path)
         assert r.status_code == 422 and "holds no analysis" in r.json()["error"]["message"]
 
 
-def test_a_moved_dataset_is_said(made, tiny_folder, tmp_path):
+def test_a_head_s_prompts_come_from_the_folder_not_the_dataset(made, tiny_folder, tmp_path):
+    """The analysis folder is whole on its own: its dataset deleted (or an analysis.json that names
+    any file as its dataset), a head's prompts are still read from the folder's prompts.jsonl, and
+    no other file is read."""
     out, data = made
     copy = tmp_path / "copy"
     moved = tmp_path / "data.jsonl"
     shutil.copy(data, moved)
-    spec = Spec(model=str(tiny_folder), dataset=str(moved), shard_size=4)
+    spec = Spec(model=str(tiny_folder), dataset=str(moved), positions="all", shard_size=4)
     analyze(spec, copy, model=rl.load(str(tiny_folder)), progress=False)
     moved.unlink()
+    layer, head = next(iter(rl.load_analysis(copy).stats.top))  # a head with prompts in its top list
     with client_for(tiny_folder, analysis_dirs=[copy]) as c:
-        r = c.get("/api/analysis/copy/head", params={"layer": 0, "head": 0})
-        assert r.status_code == 422 and "cannot be read" in r.json()["error"]["message"]
-        assert c.get("/api/analysis/copy").status_code == 200  # the rest does not need the dataset
+        r = c.get("/api/analysis/copy/head", params={"layer": layer, "head": head})
+        assert r.status_code == 200, r.text
+        texts = {json.loads(line)["text"] for line in data.read_text().splitlines()}
+        assert r.json()["prompts"] and all(p["text"] in texts for p in r.json()["prompts"])
+    meta = json.loads((copy / "analysis.json").read_text())
+    meta["spec"]["dataset"] = "/etc/passwd"  # a folder pointing its dataset anywhere reads nothing there
+    (copy / "analysis.json").write_text(json.dumps(meta))
+    with client_for(tiny_folder, analysis_dirs=[copy]) as c:
+        prompts = c.get("/api/analysis/copy/head", params={"layer": layer, "head": head}).json()["prompts"]
+        assert prompts and all(p["text"] in texts for p in prompts)
 
 
 def test_serve_refuses_a_folder_without_an_analysis(made, tmp_path):

@@ -18,8 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidArgumentError
-from .dataset import Dataset
-from .run import FORMAT, MERGED, META, read_stats
+from .run import FORMAT, MERGED, META, PROMPTS, read_stats
 from .stats import LabelStats, Stats
 
 PREV_MIN = 0.4  # a head is a previous-token head when it gives the previous token this much attention on average
@@ -34,6 +33,7 @@ class Analysis:
     folder: Path
     meta: dict[str, Any]
     stats: Stats
+    _prompts: dict[int, dict[str, Any]] | None = None  # prompts.jsonl, read on first use
 
     def __repr__(self) -> str:
         spec = self.meta["spec"]
@@ -119,14 +119,17 @@ class Analysis:
 
     def top_prompts(self, layer: int, head: int) -> list[dict[str, Any]]:
         """The prompts where head (layer, head) mattered most: importance, prompt index, position,
-        text and label (read from the dataset, which must still be where it was)."""
-        rows = self.stats.top.get((layer, head), [])
-        dataset = Dataset(self.meta["spec"]["dataset"], text_field=self.meta["spec"]["text_field"],
-                          label_field=self.meta["spec"]["label_field"])
+        text and label (kept in the analysis folder's prompts.jsonl: no dataset file is read)."""
+        if self._prompts is None:
+            path = self.folder / PROMPTS
+            if not path.exists():
+                raise InvalidArgumentError(f"{str(self.folder)!r} has no {PROMPTS}; run the analysis again to write it")
+            rows_of = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+            self._prompts = {int(r["prompt"]): r for r in rows_of}
         out = []
-        for value, index, pos in rows:
-            prompt = next(dataset.prompts(index, index + 1))
-            out.append({"importance": value, "prompt": index, "pos": pos, "text": prompt.text, "label": prompt.label})
+        for value, index, pos in self.stats.top.get((layer, head), []):
+            prompt = self._prompts.get(index, {"text": "", "label": ""})
+            out.append({"importance": value, "prompt": index, "pos": pos, "text": prompt["text"], "label": prompt["label"]})
         return out
 
     def summary(self, k: int = 5) -> dict[str, Any]:

@@ -4,7 +4,9 @@
 Files in the output folder (docs/analysis.md):
 - `analysis.json`: the settings, the dataset's fingerprint, the labels and whether it is complete;
 - `shards/shard-<first prompt>.safetensors`: one shard's statistics, written atomically;
-- `analysis.safetensors`: the merged statistics, once every shard is there.
+- `analysis.safetensors`: the merged statistics, once every shard is there;
+- `prompts.jsonl`: the text and label of every prompt in a head's top list, so the folder is whole
+  on its own (a server showing it reads no dataset file; it can move to another machine).
 A killed run started again with the same settings skips the shards already written, so nothing is
 counted twice; different settings in the same folder are refused. Memory holds one shard's
 statistics at a time (the merge adds shard files one by one).
@@ -26,7 +28,7 @@ from .dataset import Dataset
 from .stats import Stats
 
 FORMAT = "routelens.analysis/1"
-META, MERGED, SHARDS = "analysis.json", "analysis.safetensors", "shards"
+META, MERGED, SHARDS, PROMPTS = "analysis.json", "analysis.safetensors", "shards", "prompts.jsonl"
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,20 @@ class Output:
         if total is None:
             raise InvalidArgumentError("no shard was computed: the dataset is empty")
         self._save(self.folder / MERGED, total)
+        self.write_prompts(total)
         self.write_json(META, {**self.meta, "complete": True, **total.to_meta()})
         return total
+
+    def write_prompts(self, stats: Stats) -> None:
+        """The prompts the top lists name (at most layers x heads x TOP_PROMPTS), as JSONL."""
+        wanted = sorted({row[1] for rows in stats.top.values() for row in rows})
+        lines = []
+        for index in wanted:
+            prompt = next(self.dataset.prompts(index, index + 1))
+            lines.append(json.dumps({"prompt": index, "text": prompt.text, "label": prompt.label}, ensure_ascii=False))
+        tmp = self.folder / f"{PROMPTS}.tmp{os.getpid()}"
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        os.replace(tmp, self.folder / PROMPTS)
 
 
 def read_stats(path: Path) -> Stats:

@@ -5,7 +5,8 @@ the prompts where one head mattered most.
 Only the configured folders are read: an analysis is named by its folder's name, looked up among
 them, never joined to a path, so no name reaches another folder. An analysis is read once and kept
 (its statistics are small: a few [layers, heads] and [layers, neurons] tables); the prompts of a
-head are read from the analysis's dataset file, where `routelens analyze` found it.
+head come from the folder's own prompts.jsonl: no dataset file is read, wherever the analysis says
+its dataset was.
 """
 
 from __future__ import annotations
@@ -105,12 +106,7 @@ def add_analysis_endpoints(app: FastAPI, config: ServerConfig) -> Analyses:
             raise InvalidArgumentError(f"layer {layer} is out of range: this analysis has layers 0..{n_layers - 1}")
         if not 0 <= head < n_heads:
             raise InvalidArgumentError(f"head {head} is out of range: this analysis has heads 0..{n_heads - 1}")
-        try:
-            prompts = a.top_prompts(layer, head)
-        except (OSError, StopIteration, InvalidArgumentError) as err:
-            raise InvalidArgumentError(
-                f"the analysis's dataset {a.meta['spec']['dataset']!r} cannot be read any more ({err}); put it back "
-                "where it was when the analysis ran") from None
+        prompts = a.top_prompts(layer, head)
         return {"layer": layer, "head": head, "prompts": prompts}
 
     return analyses

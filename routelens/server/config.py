@@ -9,7 +9,7 @@ the name users see. Unknown keys are ignored so configurations of the original t
 
 Safe by default (docs/api.md, "Security model"): only the configured models load (custom names
 need `allow_custom_models`), no file is read unless `dataset_dir` names a folder
-(or `analysis_dirs` / `serve --analysis` an analysis, with the dataset it was made from), only loopback
+(or `analysis_dirs` / `serve --analysis` an analysis folder, read on its own), only loopback
 names and the bound address may be the `Host` (more with `allowed_hosts`), and every per-request
 limit is on, the memory ones sized from this machine's memory.
 """
