@@ -40,13 +40,18 @@ class ShardWorker:
         from ..models.loading import load
         from .dataset import Dataset
 
-        self.spec = spec
-        self.model = load(spec.model, dtype=spec.dtype, device=spec.device)
-        self.dataset = Dataset(spec.dataset, text_field=spec.text_field, label_field=spec.label_field)
+        self.spec, self.error = spec, None
+        try:
+            self.model = load(spec.model, dtype=spec.dtype, device=spec.device)
+            self.dataset = Dataset(spec.dataset, text_field=spec.text_field, label_field=spec.label_field)
+        except Exception as err:  # raised by the first shard: Ray would only report a dead actor
+            self.error = err
 
     def shard(self, start: int, stop: int) -> tuple[dict[str, Any], list[str]]:
         from .run import shard_stats
 
+        if self.error is not None:
+            raise self.error
         stats = shard_stats(self.model, self.dataset, self.spec, start, stop)
         return stats.tensors(), stats.label_names()
 
@@ -84,7 +89,7 @@ def run_on_ray(spec: Any, todo: list[tuple[int, int]], write_shard: Callable[[in
     ray = _ray()
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise InvalidArgumentError(f"workers must be a positive number, not {workers!r}")
-    started = False
+    started, actors = False, []
     if not ray.is_initialized():
         if address is not None:
             ray.init(address=address, logging_level="warning")
@@ -100,10 +105,10 @@ def run_on_ray(spec: Any, todo: list[tuple[int, int]], write_shard: Callable[[in
         actors = [actor.remote(spec, threads) for _ in range(min(n, max(1, len(todo))))]
         _pool(ray, actors, todo, write_shard, on_shard)
         peaks = _get(ray, [a.peak_rss.remote() for a in actors], "reading the workers' memory")
-        for a in actors:
-            ray.kill(a)
         return {"workers": len(actors), "threads": threads, "peak_rss": peaks}
     finally:
+        for a in actors:  # also on an error or Ctrl-C: no actor left computing shards nobody will write
+            ray.kill(a)
         if started:
             ray.shutdown()
 
