@@ -103,6 +103,9 @@ def test_a_killed_ray_run_resumes_without_recomputing(local_ray, tiny_folder, da
     assert sorted(handed) == [s for s in [(0, 2), (2, 4), (4, 6)] if s[0] != first]  # the finished shard is skipped
     assert files[0].stat().st_mtime_ns == stamp
     assert_same(local(spec, tmp_path / "local"), resumed)
+    # a finished run started again: nothing handed out, no worker started
+    assert ray_executor.run_on_ray(spec, [], lambda start, stats: None)["workers"] == 0
+    assert_same(resumed, analyze(spec, tmp_path / "out", executor="ray", progress=False))
 
 
 def test_ray_missing_says_how_to_install_it(tiny_folder, data, tmp_path, monkeypatch):

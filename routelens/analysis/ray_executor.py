@@ -48,8 +48,6 @@ class ShardWorker:
             self.error = err
 
     def shard(self, start: int, stop: int) -> tuple[dict[str, Any], list[str]]:
-        from .run import shard_stats
-
         if self.error is not None:
             raise self.error
         stats = shard_stats(self.model, self.dataset, self.spec, start, stop)
@@ -58,6 +56,24 @@ class ShardWorker:
     def peak_rss(self) -> int:
         """The actor process's peak resident memory in bytes (VmHWM)."""
         return peak_rss()
+
+
+def shard_stats(model: Any, dataset: Any, spec: Any, start: int, stop: int) -> Stats:
+    """run.shard_stats, written again here: run.py imports this module, so importing run back would
+    close an import circle (tests/test_layers.py). tests/test_analysis_ray.py checks that both give
+    the same statistics bit for bit."""
+    from .collect import add_prompt
+
+    stats: Stats | None = None
+    for prompt in dataset.prompts(start, stop):
+        trace = model.trace(prompt.text, norm=spec.norm, store=False)
+        if stats is None:
+            labels, _, _ = trace.neuron_shares(0, 0)  # dense FFN: its neurons; a mixture of experts: none
+            n_neurons = len(labels) if all(label.isdigit() for label in labels) else 0
+            stats = Stats(trace.n_layers, model.adapter.n_heads, n_neurons)
+        add_prompt(stats, trace, prompt.index, prompt.label, spec.positions, float(spec.threshold))
+    assert stats is not None
+    return stats
 
 
 def peak_rss() -> int:
@@ -87,6 +103,8 @@ def run_on_ray(spec: Any, todo: list[tuple[int, int]], write_shard: Callable[[in
     each with torch limited to an equal share of the CPUs. Returns the
     number of workers, their torch threads and each one's peak resident memory in bytes."""
     ray = _ray()
+    if not todo:  # every shard done already: no Ray to start, no model to load
+        return {"workers": 0, "threads": 0, "peak_rss": []}
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise InvalidArgumentError(f"workers must be a positive number, not {workers!r}")
     started, actors = False, []
@@ -117,7 +135,7 @@ def _pool(ray: Any, actors: list[Any], todo: list[tuple[int, int]], write_shard:
           on_shard: Callable[[int], None] | None) -> None:
     """Every actor kept busy with up to IN_FLIGHT shards; each result written the moment it is back."""
     queue = list(todo)
-    running: dict[Any, tuple[Any, int, int]] = {}  # object ref -> (actor, start, stop)
+    running: dict[Any, tuple[int, int, int]] = {}  # object ref -> (actor's index, start, stop)
     load = {i: 0 for i in range(len(actors))}
 
     def hand_out() -> None:
