@@ -12,7 +12,7 @@ one, read from the tokens' own text).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -22,6 +22,8 @@ from .stats import LabelStats, Stats
 if TYPE_CHECKING:
     from ..routes.graph import RouteGraph
     from ..trace.trace import Trace
+    from .dataset import Dataset
+    from .run import Spec
 
 POSITIONS = ("last", "all")
 
@@ -98,3 +100,25 @@ def add_prompt(stats: Stats, trace: Trace, prompt: int, label: str, positions: s
     for pos in target_positions(trace, positions):
         add_route(stats, into, trace, trace.graph(pos, threshold, max_edges=max_edges), prompt)
     add_patterns(into, trace)
+
+
+def shard_stats(model: Any, dataset: Dataset, spec: Spec, start: int, stop: int,
+                on_prompt: Callable[[], None] | None = None) -> Stats:
+    """The statistics of prompts start..stop-1 on a loaded `model` (what every executor runs)."""
+    adapter = model.adapter
+    stats: Stats | None = None
+    for prompt in dataset.prompts(start, stop):
+        trace = model.trace(prompt.text, norm=spec.norm, store=False)
+        if stats is None:
+            stats = Stats(trace.n_layers, adapter.n_heads, neuron_count(trace))
+        add_prompt(stats, trace, prompt.index, prompt.label, spec.positions, float(spec.threshold))
+        if on_prompt is not None:
+            on_prompt()
+    assert stats is not None
+    return stats
+
+
+def neuron_count(trace: Any) -> int:
+    """Neurons of a dense FFN (the first layer's); 0 for a mixture of experts (no fixed index)."""
+    labels, _, _ = trace.neuron_shares(0, 0)
+    return len(labels) if all(label.isdigit() for label in labels) else 0

@@ -16,6 +16,7 @@ import sys
 from typing import Any, Callable
 
 from ..errors import InvalidArgumentError, RoutelensError
+from .collect import shard_stats
 from .stats import Stats
 
 IN_FLIGHT = 2  # shards handed to one actor at a time: one running, one queued behind it
@@ -56,24 +57,6 @@ class ShardWorker:
     def peak_rss(self) -> int:
         """The actor process's peak resident memory in bytes (VmHWM)."""
         return peak_rss()
-
-
-def shard_stats(model: Any, dataset: Any, spec: Any, start: int, stop: int) -> Stats:
-    """run.shard_stats, written again here: run.py imports this module, so importing run back would
-    close an import circle (tests/test_layers.py). tests/test_analysis_ray.py checks that both give
-    the same statistics bit for bit."""
-    from .collect import add_prompt
-
-    stats: Stats | None = None
-    for prompt in dataset.prompts(start, stop):
-        trace = model.trace(prompt.text, norm=spec.norm, store=False)
-        if stats is None:
-            labels, _, _ = trace.neuron_shares(0, 0)  # dense FFN: its neurons; a mixture of experts: none
-            n_neurons = len(labels) if all(label.isdigit() for label in labels) else 0
-            stats = Stats(trace.n_layers, model.adapter.n_heads, n_neurons)
-        add_prompt(stats, trace, prompt.index, prompt.label, spec.positions, float(spec.threshold))
-    assert stats is not None
-    return stats
 
 
 def peak_rss() -> int:

@@ -18,12 +18,12 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from safetensors.torch import load_file, save_file
 
 from ..errors import InvalidArgumentError
-from .collect import POSITIONS, add_prompt
+from .collect import POSITIONS, shard_stats
 from .dataset import Dataset
 from .stats import Stats
 
@@ -58,28 +58,6 @@ class Spec:
 
 def shards(n_prompts: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, n_prompts)) for start in range(0, n_prompts, size)]
-
-
-def shard_stats(model: Any, dataset: Dataset, spec: Spec, start: int, stop: int,
-                on_prompt: Callable[[], None] | None = None) -> Stats:
-    """The statistics of prompts start..stop-1 on a loaded `model` (what every executor runs)."""
-    adapter = model.adapter
-    stats: Stats | None = None
-    for prompt in dataset.prompts(start, stop):
-        trace = model.trace(prompt.text, norm=spec.norm, store=False)
-        if stats is None:
-            stats = Stats(trace.n_layers, adapter.n_heads, neuron_count(trace))
-        add_prompt(stats, trace, prompt.index, prompt.label, spec.positions, float(spec.threshold))
-        if on_prompt is not None:
-            on_prompt()
-    assert stats is not None
-    return stats
-
-
-def neuron_count(trace: Any) -> int:
-    """Neurons of a dense FFN (the first layer's); 0 for a mixture of experts (no fixed index)."""
-    labels, _, _ = trace.neuron_shares(0, 0)
-    return len(labels) if all(label.isdigit() for label in labels) else 0
 
 
 class Output:
