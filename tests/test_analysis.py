@@ -139,3 +139,16 @@ def test_datasets_in_every_format(tmp_path):
         list(Dataset(bad).prompts(0, 2))
     with pytest.raises(InvalidArgumentError, match="no dataset at"):
         Dataset(tmp_path / "missing.txt")
+
+
+def test_the_sample_ships_in_the_package():
+    """pyproject's package data names the sample, so `pip install routelens` (not only an
+    editable install) has it for `routelens analyze sample`."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["routelens"]
+    rel = SAMPLE.relative_to(root / "routelens").as_posix()
+    assert any(fnmatch.fnmatch(rel, p) for p in patterns), (rel, patterns)
