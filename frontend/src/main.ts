@@ -6,6 +6,10 @@
 //   app/run.ts, route.ts, target.ts, threshold.ts, relayout.ts, selection.ts, file.ts, export.ts
 //                           the flows: trace, fetch and draw the route, refine, target, threshold…
 //   app/keys.ts, debugpanel.ts, debughook.ts   keyboard and help, debug panel, window.__routelensDebug
+//   why/*                   asking why: the foil picker, direct logit attribution, the knockout check
+//   gen/*                   generating a continuation and stepping through its routes
+//   compare/*               two prompts' routes compared (edges coloured by the change)
+//   dataset/*               the dataset view: an analysis's heatmaps, a head's prompts opened as routes
 
 import "./styles.css";
 import { App } from "./app/app";
