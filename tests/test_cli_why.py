@@ -262,3 +262,16 @@ def test_a_check_past_its_bound_is_refused_before_anything_is_traced(capsys, tin
     code, out, err = run_main(capsys, "trace", str(tiny_folder), PROMPT, "--verify", "--no-store")
     assert code != 0 and "pick an earlier target position or a shorter prompt" in err
     assert traced == []  # refused before the model ran
+
+
+def test_dry_run_counts_the_generated_tokens_and_the_checks_passes(capsys, tiny_folder, model):
+    from routelens.trace.estimate import estimate
+
+    n = len(model.tokenize(PROMPT)) + 3
+    want = estimate(model.adapter, n)
+    code, out, _ = run_main(capsys, "trace", str(tiny_folder), PROMPT, "--generate", "3", "--dry-run", "--no-store")
+    assert code == 0 and f"{n} tokens (3 of them generated" in out
+    assert f"about {want.forward_seconds:,.1f} s for the forward pass" in out
+    code, out, _ = run_main(capsys, "trace", str(tiny_folder), PROMPT, "--verify", "--trials", "2", "--dry-run",
+                            "--no-store")
+    assert code == 0 and "check:  4 more forward passes" in out  # the full run, the route alone, 2 trials

@@ -144,13 +144,21 @@ def print_predictions(trace, pos: int, k: int) -> None:
 
 def _dry_run(model, args: argparse.Namespace) -> int:
     """`trace --dry-run`: the estimate (trace/estimate.py) for this prompt on this model, nothing traced."""
-    est = model.estimate(args.prompt, chat=args.chat)
+    from ..trace.estimate import estimate
+
+    n = len(model.tokenize(args.prompt, chat=args.chat)) + (args.generate or 0)  # a generation traces both
+    est = estimate(model.adapter, n)
     mib = 2**20
+    more = f" ({args.generate} of them generated, one at a time first)" if args.generate else ""
     out_console.print(
-        f"{model.name}, {est.n_tokens} tokens (estimate, nothing traced):\n"
+        f"{model.name}, {est.n_tokens} tokens{more} (estimate, nothing traced):\n"
         f"  memory: about {est.peak_bytes / mib:,.0f} MiB at the peak, {est.kept_bytes / mib:,.0f} MiB kept by the trace\n"
         f"  time:   about {est.forward_seconds:,.1f} s for the forward pass, {est.route_seconds:,.1f} s more for the route"
     )
+    if args.verify or args.curve:  # each check reruns the prefix: the full run, the route alone, each trial
+        runs = (len(why.CURVE_THRESHOLDS) if args.curve else 1) * (1 + (args.trials or 5)) + 1
+        out_console.print(f"  check:  {runs} more forward passes of up to {est.n_tokens} tokens, about "
+                          f"{runs * est.forward_seconds:,.1f} s", highlight=False)
     return 0
 
 
