@@ -184,7 +184,7 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
         if not out_positions:
             break
         if trace.is_parallel(layer):
-            rows = _on_chain(trace.attention_rows(layer, out_positions), trace, contrast, layer, 0)
+            rows = _rows(trace.attention_rows, out_positions, trace, contrast, layer, 0)
             for pos, row in rows.items():
                 _attention_edges(graph, layer, pos, row, resid_id(layer + 1, pos), threshold, below)
                 _check_size(graph, max_edges, threshold, layer)
@@ -194,7 +194,7 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
                     below.add(pos)
         else:
             mids: set[int] = set()
-            for pos, frow in _on_chain(trace.ffn_rows(layer, out_positions), trace, contrast, layer, 1).items():
+            for pos, frow in _rows(trace.ffn_rows, out_positions, trace, contrast, layer, 1).items():
                 out_id = resid_id(layer + 1, pos)
                 if frow.degenerate:
                     graph.nodes[out_id]["degenerate"] = True
@@ -207,7 +207,7 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
                     graph.add_node(attn_id(layer, pos), layer, pos, "attn")
                     _ffn_edges(graph, layer, pos, attn_id(layer, pos), frow.ffn)
                     mids.add(pos)
-            for pos, row in _on_chain(trace.attention_rows(layer, sorted(mids)), trace, contrast, layer, 0).items():
+            for pos, row in _rows(trace.attention_rows, sorted(mids), trace, contrast, layer, 0).items():
                 _attention_edges(graph, layer, pos, row, attn_id(layer, pos), threshold, below)
                 _check_size(graph, max_edges, threshold, layer)
         _check_size(graph, max_edges, threshold, layer)
@@ -215,11 +215,13 @@ def build_route(trace: Trace, targets: list[int], threshold: float, *, full: boo
     return graph
 
 
-def _on_chain(rows: dict, trace: Trace, contrast: Direction | None, layer: int, which: int) -> dict:
-    """`rows` with the contrast's chain position replaced by its contrastive row (which: 0 the
-    node after attention, 1 the FFN-output node)."""
-    if contrast is None or contrast.pos not in rows:
-        return rows
+def _rows(rows_of: Any, positions: list[int], trace: Trace, contrast: Direction | None, layer: int,
+          which: int) -> dict:
+    """`rows_of(layer, positions)`, the contrast's chain position read from its contrastive row
+    instead (which: 0 the node after attention, 1 the FFN-output node; its vector row is never computed)."""
+    if contrast is None or contrast.pos not in positions:
+        return rows_of(layer, positions)
+    rows = rows_of(layer, [p for p in positions if p != contrast.pos])
     return {**rows, contrast.pos: trace.contrast_rows(contrast, layer)[which]}
 
 
